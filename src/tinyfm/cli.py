@@ -1,0 +1,192 @@
+"""The `tinyfm` command: `run` (the main job), `train`, `eval`, `predict`, `export`, `report`, `models`, `recipes`.
+
+Every command takes the recipe flags (`--recipe`, then per-setting flags that override it). Bad input
+prints one line naming the file, flag or value and exits with status 2; nothing existing is overwritten.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tinyfm.errors import TinyfmError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="tinyfm: train small models, make them fast, shrink them, and measure every step.")
+
+Recipe = Annotated[str, typer.Option("--recipe", "-r", help="Built-in recipe name or a YAML/JSON file.")]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<recipe name>).")]
+Quick = Annotated[bool, typer.Option("--quick", help="A data subset and 2 epochs: a one-minute demo.")]
+DataDir = Annotated[str | None, typer.Option("--data-dir", help="Dataset directory (default $TINYFM_DATA, "
+                                             "then the system directory).")]
+Download = Annotated[bool | None, typer.Option("--download/--no-download", help="Fetch missing data (checksummed).")]
+Model = Annotated[str | None, typer.Option("--model", "-m", help="Registry model name (see `tinyfm models`).")]
+Epochs = Annotated[int | None, typer.Option("--epochs", help="Training epochs.")]
+Batch = Annotated[int | None, typer.Option("--batch-size", help="Global batch size.")]
+Lr = Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")]
+Device = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")]
+Amp = Annotated[str | None, typer.Option("--amp", help="auto | off | bf16 | fp16.")]
+Seed = Annotated[int | None, typer.Option("--seed", help="Training seed.")]
+Threads = Annotated[int | None, typer.Option("--threads", help="Threads for training and timing.")]
+Augment = Annotated[bool | None, typer.Option("--augment/--no-augment", help="Random shifts and flips.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+RunDir = Annotated[Path, typer.Argument(help="A run directory written by `tinyfm run` or `tinyfm train`.")]
+
+
+def _config(recipe: str, quick: bool, **flags: Any):
+    from tinyfm.config import load_recipe
+    from tinyfm.pipeline import QUICK_OVERRIDES
+
+    names = {"data_dir": "data.data_dir", "download": "data.download", "model": "model.name",
+             "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "device": "train.device",
+             "amp": "train.amp", "seed": "train.seed", "augment": "data.augment"}
+    overrides = dict(QUICK_OVERRIDES) if quick else {}
+    overrides.update({names[k]: v for k, v in flags.items() if k in names and v is not None})
+    if flags.get("threads") is not None:
+        overrides.update({"train.threads": flags["threads"], "measure.threads": flags["threads"]})
+    cfg = load_recipe(recipe, overrides)
+    if quick:
+        cfg.name = f"{cfg.name}-quick"
+    return cfg
+
+
+@app.command()
+def run(recipe: Recipe = "fashion-mnist", out: Out = None, quick: Quick = False, data_dir: DataDir = None,
+        download: Download = None, model: Model = None, epochs: Epochs = None, batch_size: Batch = None,
+        lr: Lr = None, device: Device = None, amp: Amp = None, seed: Seed = None, threads: Threads = None,
+        augment: Augment = None, quiet: Quiet = False) -> None:
+    """The main job: data -> train -> test accuracy -> ONNX export + parity -> measure -> report."""
+    from tinyfm.pipeline import run as run_pipeline
+
+    cfg = _config(recipe, quick, data_dir=data_dir, download=download, model=model, epochs=epochs,
+                  batch_size=batch_size, lr=lr, device=device, amp=amp, seed=seed, threads=threads, augment=augment)
+    run_dir, results = run_pipeline(cfg, out, quiet=quiet)
+    _print_summary(run_dir, results)
+
+
+@app.command()
+def train(recipe: Recipe = "fashion-mnist", out: Out = None, quick: Quick = False, data_dir: DataDir = None,
+          download: Download = None, model: Model = None, epochs: Epochs = None, batch_size: Batch = None,
+          lr: Lr = None, device: Device = None, amp: Amp = None, seed: Seed = None, threads: Threads = None,
+          augment: Augment = None, resume: Annotated[Path | None, typer.Option(
+              "--resume", help="Continue the run in this directory from its last checkpoint.")] = None,
+          quiet: Quiet = False) -> None:
+    """Train only: config.json, metrics.jsonl, model.safetensors + model.json, last.ckpt, results.json."""
+    from tinyfm.pipeline import train_only
+
+    if resume is not None:
+        from tinyfm.pipeline import load_run_config, with_data_dir
+
+        cfg = with_data_dir(load_run_config(resume), data_dir)
+        run_dir = train_only(cfg, resume, quiet=quiet, resume=True)
+    else:
+        cfg = _config(recipe, quick, data_dir=data_dir, download=download, model=model, epochs=epochs,
+                      batch_size=batch_size, lr=lr, device=device, amp=amp, seed=seed, threads=threads,
+                      augment=augment)
+        run_dir = train_only(cfg, out, quiet=quiet)
+    if run_dir is not None:
+        from tinyfm.io import read_json
+
+        _print_summary(run_dir, read_json(run_dir / "results.json"))
+
+
+@app.command("eval")
+def eval_(run_dir: RunDir, data_dir: DataDir = None, onnx: Annotated[bool, typer.Option(
+        "--onnx", help="Evaluate model.onnx with ONNX Runtime instead of PyTorch.")] = False) -> None:
+    """Test accuracy of a run's model (rebuilt from model.json + model.safetensors, or model.onnx)."""
+    from tinyfm.pipeline import evaluate_run
+
+    res = evaluate_run(run_dir, data_dir=data_dir, onnx=onnx)
+    typer.echo(f"{res['model']}: test accuracy {res['accuracy']:.2%} on {res['n']} images ({res['runtime']})")
+
+
+@app.command()
+def predict(run_dir: RunDir, inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG images or .npy arrays.")],
+            top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes to show per input.")] = 3,
+            invert: Annotated[bool, typer.Option("--invert", help="Invert grey levels (dark object on light "
+                                                 "background -> Fashion-MNIST style).")] = False,
+            onnx: Annotated[bool, typer.Option("--onnx", help="Use model.onnx (ONNX Runtime).")] = False) -> None:
+    """Top-k classes with probabilities for each input image."""
+    from tinyfm.pipeline import predict_files
+
+    for path, preds in predict_files(run_dir, inputs, top_k=top_k, invert=invert, onnx=onnx):
+        typer.echo(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in preds))
+
+
+@app.command()
+def export(run_dir: RunDir, data_dir: DataDir = None) -> None:
+    """(Re-)export model.onnx from a run's weights and check parity against PyTorch on test images."""
+    from tinyfm.pipeline import export_run
+
+    parity = export_run(run_dir, data_dir=data_dir)
+    typer.echo(f"{run_dir / 'model.onnx'}: parity on {parity['n']} test images: max |Δlogit| "
+               f"{parity['max_abs_diff']:.2e}, argmax agreement {parity['argmax_agreement']:.2%}")
+
+
+@app.command()
+def report(run_dir: RunDir) -> None:
+    """(Re-)write report.md, report.html and plots/ from a run's results.json and metrics.jsonl."""
+    from tinyfm.io import read_json
+    from tinyfm.report import write_report
+
+    paths = write_report(run_dir)
+    _print_summary(run_dir, read_json(run_dir / "results.json"), paths)
+
+
+@app.command()
+def models(pattern: Annotated[str, typer.Argument(help="Glob pattern.")] = "*") -> None:
+    """List registered models with their parameter counts."""
+    from tinyfm.measure import count_params
+    from tinyfm.models import create_model, list_models
+
+    for name in list_models(pattern):
+        typer.echo(f"{name:20s} {count_params(create_model(name)):>12,d} parameters")
+
+
+@app.command()
+def recipes() -> None:
+    """List the built-in recipes."""
+    from tinyfm.config import list_recipes
+
+    for name in list_recipes():
+        typer.echo(name)
+
+
+def _print_summary(run_dir: Path, results: dict[str, Any], paths: dict[str, Path] | None = None) -> None:
+    from rich.console import Console
+
+    from tinyfm.report import results_table
+
+    console = Console()
+    console.print(results_table(results))
+    console.print(f"run directory: [bold]{run_dir}[/]  (report: {run_dir / 'report.html'}, {run_dir / 'report.md'})")
+
+
+def main() -> None:
+    """Entry point: user errors -> one line on stderr and exit 2; Ctrl-C -> exit 130."""
+    try:
+        app(standalone_mode=False)
+    except TinyfmError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the run directory was left as it was", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

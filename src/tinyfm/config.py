@@ -1,0 +1,238 @@
+"""Typed configs, one dataclass per concern, with recipe (YAML/JSON) loading and a JSON round trip.
+
+Precedence: dataclass defaults < recipe file (``--recipe``) < command-line flags. The resolved
+:class:`RunConfig` is written as ``config.json`` in every run directory and loads back unchanged.
+
+Example:
+    cfg = load_recipe("fashion-mnist", overrides={"train.epochs": 1})
+    cfg2 = RunConfig.from_dict(cfg.to_dict())
+    assert cfg == cfg2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from tinyfm.errors import ConfigError
+
+
+def _check_choice(flag: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{flag}: got {value!r}, expected one of {', '.join(map(str, allowed))}")
+
+
+def _check_range(flag: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise ConfigError(f"{flag}: got {value!r}, expected a value in {bounds}")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"
+    """Registered data source (see tinyfm.data.list_datasets)."""
+    data_dir: str | None = None
+    """Directory of the dataset files; default: $TINYFM_DATA, then the source's system directory."""
+    download: bool = False
+    """Download (checksummed) into the cache directory when the files are not found."""
+    val_size: int = 5000
+    """Images carved from the training split (deterministically, stratified) for validation."""
+    train_subset: int | None = None
+    """Use only this many training images (stratified); None = all."""
+    test_subset: int | None = None
+    """Evaluate on only this many test images (stratified); None = the whole test split."""
+    augment: bool = False
+    """Light augmentation on the training split: random shifts of up to 2 pixels and horizontal flips."""
+    split_seed: int = 0
+    """Seed of the validation/subset split (independent of the training seed)."""
+
+    def __post_init__(self) -> None:
+        _check_range("--val-size", self.val_size, 0)
+        for flag, v in (("--train-subset", self.train_subset), ("--test-subset", self.test_subset)):
+            if v is not None:
+                _check_range(flag, v, 1)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "seed-cnn"
+    """Registry name (see `tinyfm models`)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Constructor arguments beyond num_classes / in_channels."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    """Passes over the training split."""
+    batch_size: int = 64
+    """Global batch size (split across processes under DDP)."""
+    lr: float = 1e-3
+    """Peak learning rate (Adam 1e-3 is the seed's optimizer setting)."""
+    optimizer: str = "adam"
+    """adam | adamw | sgd."""
+    weight_decay: float = 0.0
+    """Decoupled for adamw, L2 for adam/sgd."""
+    schedule: str = "onecycle"
+    """none | cosine | onecycle (warm-up then cosine decay, per step)."""
+    warmup_frac: float = 0.1
+    """Fraction of steps spent warming up (onecycle/cosine)."""
+    label_smoothing: float = 0.0
+    """Cross-entropy label smoothing."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    clip_grad: float | None = None
+    """Clip the global gradient norm to this value; None = no clipping."""
+    device: str = "auto"
+    """auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps."""
+    amp: str = "auto"
+    """auto (bf16 on CUDA if supported, else fp16; off on CPU) | off | bf16 | fp16."""
+    channels_last: bool = False
+    """Use the channels_last memory format for 4-D inputs (helps convolutions on GPU)."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    threads: int | None = None
+    """torch intra-op threads per process; None = cores / processes."""
+    seed: int = 0
+    """Seed for weights, shuffling and augmentation."""
+    eval_batch_size: int = 1000
+    """Batch size for validation and test evaluation."""
+
+    def __post_init__(self) -> None:
+        _check_range("--epochs", self.epochs, 0)
+        _check_range("--batch-size", self.batch_size, 1)
+        _check_range("--lr", self.lr, 0)
+        _check_range("--grad-accum", self.grad_accum, 1)
+        _check_range("--warmup-frac", self.warmup_frac, 0, 1)
+        _check_choice("--optimizer", self.optimizer, ("adam", "adamw", "sgd"))
+        _check_choice("--schedule", self.schedule, ("none", "cosine", "onecycle"))
+        _check_choice("--amp", self.amp, ("auto", "off", "bf16", "fp16"))
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ConfigError(f"--device: got {self.device!r}, expected auto, cpu, cuda, cuda:N or mps")
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 18
+    """ONNX opset version."""
+    parity_samples: int = 1000
+    """Test images compared between PyTorch and ONNX Runtime."""
+    atol: float = 1e-4
+    """Largest |Δlogit| accepted between PyTorch and ONNX Runtime."""
+
+
+@dataclass
+class MeasureConfig:
+    threads: int = 2
+    """Intra-op threads for PyTorch and ONNX Runtime while timing (set explicitly: timings swing otherwise)."""
+    latency_iters: int = 200
+    """Batch-1 calls timed per repeat."""
+    throughput_batch: int = 256
+    """Batch size for the throughput measurement."""
+    throughput_iters: int = 10
+    """Large-batch calls timed per repeat."""
+    repeats: int = 3
+    """Interleaved rounds over all variants; the reported figure is the median over rounds."""
+    warmup: int = 20
+    """Untimed calls before each timed block."""
+
+    def __post_init__(self) -> None:
+        for flag, v in (("--threads", self.threads), ("--repeats", self.repeats), ("--latency-iters",
+                        self.latency_iters), ("--throughput-batch", self.throughput_batch)):
+            _check_range(flag, v, 1)
+
+
+@dataclass
+class RunConfig:
+    name: str = "fashion-mnist"
+    """Run name; the run directory defaults to runs/<name>."""
+    task: str = "image-classification"
+    """What the pipeline does with the data: image-classification."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return _from_dict(cls, d, "")
+
+
+def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
+    """Build dataclass `cls` from a dict, recursing into nested dataclasses; unknown keys are errors."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(d).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in d.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else f" (allowed: {', '.join(sorted(names))})"
+            raise ConfigError(f"unknown setting {prefix}{key}{hint}")
+        sub = hints[key]
+        kwargs[key] = _from_dict(sub, value, f"{prefix}{key}.") if dataclasses.is_dataclass(sub) else value
+    return cls(**kwargs)
+
+
+def list_recipes() -> list[str]:
+    """Names of the built-in recipes (files in tinyfm/recipes)."""
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("tinyfm.recipes").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def _read_recipe(recipe: str | Path) -> dict[str, Any]:
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"--recipe: {path} not found")
+        text = path.read_text(encoding="utf-8")
+        where = str(path)
+    elif recipe in list_recipes():
+        text = resources.files("tinyfm.recipes").joinpath(f"{recipe}.yaml").read_text(encoding="utf-8")
+        where = f"built-in recipe {recipe}"
+    else:
+        close = difflib.get_close_matches(str(recipe), list_recipes(), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"--recipe: {recipe!r} is neither a file nor a built-in recipe "
+                          f"(built-in: {', '.join(list_recipes())}{hint})")
+    try:
+        d = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML ({e})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(d).__name__}")
+    return d
+
+
+def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[leaf] = value
+
+
+def load_recipe(recipe: str | Path | None = "fashion-mnist", overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Resolve a RunConfig: defaults < recipe < overrides (dotted keys, e.g. ``{"train.epochs": 1}``).
+
+    Overrides whose value is None are ignored, so unset CLI flags do not clobber the recipe.
+    """
+    d = _read_recipe(recipe) if recipe else {}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(d, key, value)
+    try:
+        return RunConfig.from_dict(d)
+    except TypeError as e:  # a wrong value type for a field (e.g. a list where a number belongs)
+        raise ConfigError(f"recipe: {e}") from None

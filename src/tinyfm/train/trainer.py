@@ -1,0 +1,286 @@
+"""The training loop: one readable function, the same in one process and under torchrun/DDP.
+
+Per epoch: shuffle (DistributedSampler, seeded by seed + epoch), step with optional AMP and gradient
+accumulation, clip, schedule, validate, keep the best weights, checkpoint, log a metrics.jsonl line.
+Only rank 0 writes; metrics are summed across ranks before they are logged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from tinyfm.config import TrainConfig
+from tinyfm.errors import ConfigError, TinyfmError
+from tinyfm.io import append_jsonl, atomic_path, read_jsonl, write_jsonl
+from tinyfm.measure.latency import set_threads
+from tinyfm.models.serialize import save_model, unwrap
+from tinyfm.train import distributed as D
+from tinyfm.train.device import amp_dtype, default_threads, select_device
+from tinyfm.train.tasks import ClassificationTask
+
+Task = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+MAX_BAD_STEPS = 20  # consecutive non-finite losses before the run stops instead of skipping
+
+
+@dataclass
+class TrainResult:
+    best_val_accuracy: float
+    best_epoch: int
+    seconds: float
+    device: str
+    amp: str
+    world_size: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _sampler(n: int, ctx: D.DistContext, seed: int, shuffle: bool) -> DistributedSampler:
+    # DistributedSampler over range(n): rank r takes perm[r::W]; with per-rank batch B/W the union of the
+    # ranks' k-th batches is exactly the k-th batch of a 1-process run with batch B (same seed).
+    return DistributedSampler(range(n), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed)
+
+
+def shift_and_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Light augmentation, vectorised over the batch: random shifts of up to `pad` pixels, random h-flips."""
+    b, c, h, w = x.shape  # (B, C, H, W)
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (B, 1, 1, W)
+    out = xp[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    flip = torch.rand(b, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    warm = max(1, int(cfg.warmup_frac * total_steps)) if cfg.schedule == "onecycle" else 0
+
+    def f(step: int) -> float:
+        if cfg.schedule == "none":
+            return 1.0
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def create_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+
+
+def _micro_batches(idx: list[int], per_rank: int, accum: int) -> Iterator[list[list[int]]]:
+    """Yield, per optimizer step, the rank's micro-batches (index lists)."""
+    micro = math.ceil(per_rank / accum)
+    for start in range(0, len(idx), per_rank):
+        chunk = idx[start:start + per_rank]
+        yield [chunk[i:i + micro] for i in range(0, len(chunk), micro)]
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device,
+                   ctx: D.DistContext | None = None, channels_last: bool = False) -> dict[str, float]:
+    """Loss and accuracy over (x, y), each sample counted exactly once across ranks (contiguous shards, no padding)."""
+    ctx = ctx or D.DistContext()
+    model.eval()
+    n = len(y)
+    lo, hi = n * ctx.rank // ctx.world_size, n * (ctx.rank + 1) // ctx.world_size
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    for s in range(lo, hi, batch_size):
+        xb = _to_device(x[s:min(s + batch_size, hi)], device, channels_last)
+        yb = y[s:min(s + batch_size, hi)].to(device, non_blocking=True)
+        logits = model(xb).float()
+        totals += torch.stack([F.cross_entropy(logits, yb, reduction="sum").double(),
+                               (logits.argmax(1) == yb).sum().double(), torch.tensor(float(len(yb)), device=device)])
+    loss_sum, correct, count = D.all_reduce_sum(totals, ctx).tolist()
+    return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": int(count)}
+
+
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+
+
+def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir: str | Path | None = None,
+        spec: dict[str, Any] | None = None, task: Task | None = None, resume: bool = False,
+        progress: bool = True, stem: str = "model", augment: bool = False) -> TrainResult:
+    """Train `model` on `train` (an object with .x, .y tensors), validating on `val` every epoch.
+
+    Args:
+        run_dir: where metrics.jsonl, the best weights (`<stem>.safetensors` + `<stem>.json`) and
+            `last.ckpt` go; None keeps everything in memory.
+        spec: {"name": registry name, "kwargs": constructor kwargs, ...} written to `<stem>.json` so the model
+            can be rebuilt (see :func:`tinyfm.models.save_model`).
+        task: the loss; default cross-entropy with cfg.label_smoothing.
+        resume: continue from run_dir/last.ckpt (same config) instead of starting over.
+        augment: apply :func:`shift_and_flip` to every training batch.
+
+    Returns:
+        TrainResult; `model` holds the best validation weights (or the last ones without `val`).
+    """
+    device = select_device(cfg.device)
+    ctx = D.init_distributed(device)
+    set_threads(cfg.threads or default_threads(ctx.local_world_size))
+    torch.manual_seed(cfg.seed)
+    task = task or ClassificationTask(cfg.label_smoothing)
+    dtype = amp_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    if ctx.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    per_rank, rem = divmod(cfg.batch_size, ctx.world_size)
+    if rem or per_rank < cfg.grad_accum:
+        raise ConfigError(f"--batch-size {cfg.batch_size}: must be a multiple of processes ({ctx.world_size}) "
+                          f"with at least --grad-accum ({cfg.grad_accum}) samples per process")
+    n = len(train.y)
+    sampler = _sampler(n, ctx, cfg.seed, shuffle=True)
+    steps_per_epoch = math.ceil(len(sampler) / per_rank)
+    optimizer = create_optimizer(model.parameters(), cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch * cfg.epochs))
+    aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)
+
+    run_dir = Path(run_dir) if run_dir is not None else None
+    write = run_dir is not None and ctx.is_main
+    metrics_path = run_dir / "metrics.jsonl" if run_dir else None
+    start_epoch, best_acc, best_epoch, best_state = 1, -1.0, 0, None
+    if resume:
+        start_epoch, best_acc, best_epoch, best_state = _load_checkpoint(run_dir, model, optimizer, scheduler, scaler)
+        if write:  # drop log lines of epochs after the checkpoint: they are about to be redone
+            old = read_jsonl(metrics_path) if metrics_path.exists() else []
+            kept = [r for r in old if r.get("epoch", 0) < start_epoch]
+            write_jsonl(metrics_path, kept)
+    elif write and metrics_path.exists():
+        metrics_path.unlink()
+
+    history, t_start, bad_steps = [], time.perf_counter(), 0
+    with _progress(progress and ctx.is_main) as bar:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            net.train()
+            sampler.set_epoch(epoch)
+            t0 = time.perf_counter()
+            totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+            job = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=steps_per_epoch, info="") if bar else None
+            for step_batches in _micro_batches(list(sampler), per_rank, cfg.grad_accum):
+                optimizer.zero_grad(set_to_none=True)
+                step_ok = True
+                for i, ib in enumerate(step_batches):
+                    xb = train.x[ib]
+                    if augment:
+                        xb = shift_and_flip(xb, aug_gen)
+                    xb, yb = _to_device(xb, device, cfg.channels_last), train.y[ib].to(device, non_blocking=True)
+                    last = i == len(step_batches) - 1
+                    sync = net.no_sync() if (ctx.enabled and not last and hasattr(net, "no_sync")) else nullcontext()
+                    with sync, torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                        out = task(net, xb, yb)
+                    loss = out["loss"]
+                    if not torch.isfinite(loss.detach()):
+                        step_ok = False
+                    scaled = loss * (len(ib) / sum(len(b) for b in step_batches))
+                    with sync:
+                        (scaler.scale(scaled) if scaler else scaled).backward()
+                    totals += torch.stack([loss.detach().double() * len(ib),
+                                           (out["logits"].detach().argmax(1) == yb).sum().double(),
+                                           torch.tensor(float(len(ib)), device=device)])
+                if scaler is not None:  # GradScaler skips the step itself when gradients overflowed
+                    if cfg.clip_grad:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                elif step_ok:
+                    if cfg.clip_grad:
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    optimizer.step()
+                bad_steps = 0 if step_ok else bad_steps + 1
+                if bad_steps >= MAX_BAD_STEPS:
+                    raise TinyfmError(f"training stopped at epoch {epoch}: the loss was inf/NaN for {bad_steps} steps "
+                                      "in a row (lower --lr, use --amp bf16 or off, or set --clip-grad)")
+                scheduler.step()
+                if job is not None:
+                    bar.advance(job)
+            loss_sum, correct, count = D.all_reduce_sum(totals, ctx).tolist()
+            record = {"epoch": epoch, "train_loss": loss_sum / count, "train_accuracy": correct / count,
+                      "lr": scheduler.get_last_lr()[0]}
+            if val is not None and len(val.y):
+                v = evaluate_split(model, val.x, val.y, cfg.eval_batch_size, device, ctx, cfg.channels_last)
+                record.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+            seconds = time.perf_counter() - t0
+            record.update(seconds=seconds, images_per_s=count / seconds)
+            history.append(record)
+            score = record.get("val_accuracy", epoch)  # without validation: the last epoch is the best
+            if score > best_acc:
+                best_acc, best_epoch = score, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if write and spec is not None:
+                    save_model(model, run_dir, spec, stem=stem)
+            if job is not None:
+                bar.update(job, info=_epoch_info(record))
+            if write:
+                append_jsonl(metrics_path, record)
+                _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    D.barrier(ctx)
+    return TrainResult(best_val_accuracy=best_acc if val is not None else float("nan"), best_epoch=best_epoch,
+                       seconds=time.perf_counter() - t_start, device=str(device),
+                       amp=str(dtype).removeprefix("torch.") if dtype else "off", world_size=ctx.world_size,
+                       history=history)
+
+
+def _epoch_info(r: dict[str, Any]) -> str:
+    s = f"loss {r['train_loss']:.4f} acc {r['train_accuracy']:.2%}"
+    if "val_accuracy" in r:
+        s += f" | val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.2%}"
+    return s + f" | {r['images_per_s']:.0f} img/s"
+
+
+def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, best_state):
+    state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+             "epoch": epoch, "best_acc": best_acc, "best_epoch": best_epoch, "best_state": best_state}
+    with atomic_path(run_dir / "last.ckpt") as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(run_dir: Path | None, model, optimizer, scheduler, scaler):
+    path = (run_dir or Path(".")) / "last.ckpt"
+    if not path.is_file():
+        raise TinyfmError(f"--resume: {path} not found (nothing to resume; train without --resume)")
+    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return state["epoch"] + 1, state["best_acc"], state["best_epoch"], state["best_state"]

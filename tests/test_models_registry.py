@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from tinyfm.errors import ConfigError
+from tinyfm.models import create_model, list_models, load_model, save_model
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_runs_forward_and_backward(name):
+    model = create_model(name, num_classes=10)
+    x = torch.rand(4, 1, 28, 28)
+    out = model(x)
+    assert out.shape == (4, 10)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_seed_cnn_has_the_keras_parameter_count():
+    # Keras model.summary() of the seed's Sequential model on (28, 28, 1) prints 93,322 trainable params.
+    assert sum(p.numel() for p in create_model("seed-cnn").parameters()) == 93_322
+
+
+def test_seed_cnn_layers_are_the_seeds():
+    m = create_model("seed-cnn")
+    convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+    linears = [lin for lin in m.modules() if isinstance(lin, torch.nn.Linear)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 32, (3, 3)), (32, 64, (3, 3)),
+                                                                             (64, 64, (3, 3))]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(576, 64), (64, 10)]
+
+
+def test_list_models_glob_and_tiny_variants():
+    assert "seed-cnn" in list_models("*cnn*") and "resnet-small" not in list_models("*cnn*")
+    families = {n.removeprefix("tiny-") for n in list_models("tiny-*")}
+    assert {"seed-cnn", "resnet"} <= families
+
+
+def test_unknown_model_lists_close_matches():
+    with pytest.raises(ConfigError, match="did you mean seed-cnn"):
+        create_model("seed_cnn")
+
+
+def test_bad_constructor_arguments_are_a_clear_error():
+    with pytest.raises(ConfigError, match="bad constructor arguments"):
+        create_model("seed-cnn", no_such_argument=1)
+
+
+def test_rebuild_from_json_and_safetensors(tmp_path):
+    model = create_model("tiny-resnet", num_classes=5).eval()
+    save_model(model, tmp_path, {"name": "tiny-resnet", "kwargs": {"num_classes": 5}})
+    assert {p.name for p in tmp_path.iterdir()} == {"model.json", "model.safetensors"}
+    again = load_model(tmp_path)
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(again(x), model(x))
+
+
+def test_mismatched_weights_are_refused(tmp_path):
+    save_model(create_model("tiny-seed-cnn"), tmp_path, {"name": "seed-cnn", "kwargs": {}})
+    with pytest.raises(Exception, match="do not match model seed-cnn"):
+        load_model(tmp_path)
