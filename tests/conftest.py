@@ -32,6 +32,22 @@ def fashion_small():
     return load_data(DataConfig(train_subset=2000, val_size=500, test_subset=1000))
 
 
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> Path:
+    """`tinyfm run --quick` once per session, as a user runs it (a subprocess); returns the run directory."""
+    import subprocess
+    import sys
+
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (run scripts/setup.sh)")
+    out = tmp_path_factory.mktemp("quick") / "run"
+    proc = subprocess.run([sys.executable, "-m", "tinyfm", "run", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (out.parent / "stdout.txt").write_text(proc.stdout)
+    return out
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

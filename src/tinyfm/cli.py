@@ -160,7 +160,7 @@ def _print_summary(run_dir: Path, results: dict[str, Any], paths: dict[str, Path
 
     from tinyfm.report import results_table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a pipe or file gets the whole table
     console.print(results_table(results))
     console.print(f"run directory: [bold]{run_dir}[/]  (report: {run_dir / 'report.html'}, {run_dir / 'report.md'})")
 

@@ -53,6 +53,10 @@ def load_model(directory: str | Path, stem: str = "model", device: str | torch.d
     if "name" not in spec:
         raise TinyfmError(f"{directory / (stem + '.json')}: missing field 'name' (the registry model name)")
     model = create_model(spec["name"], **spec.get("kwargs", {}))
+    if spec.get("transforms"):  # a compressed model: re-apply its structural changes before loading weights
+        from tinyfm.compress import replay_transforms_
+
+        replay_transforms_(model, spec["transforms"])
     weights = directory / f"{stem}.safetensors"
     if not weights.is_file():
         raise TinyfmError(f"{weights}: file not found")

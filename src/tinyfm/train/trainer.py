@@ -104,7 +104,7 @@ def evaluate_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
     for s in range(lo, hi, batch_size):
         xb = _to_device(x[s:min(s + batch_size, hi)], device, channels_last)
-        yb = y[s:min(s + batch_size, hi)].to(device, non_blocking=True)
+        yb = _to_device(y[s:min(s + batch_size, hi)], device)
         logits = model(xb).float()
         totals += torch.stack([F.cross_entropy(logits, yb, reduction="sum").double(),
                                (logits.argmax(1) == yb).sum().double(), torch.tensor(float(len(yb)), device=device)])
@@ -112,7 +112,11 @@ def evaluate_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": int(count)}
 
 
-def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    if device.type == "cuda":
+        # Only a copy from pinned (page-locked) memory is asynchronous with non_blocking=True; from pageable
+        # memory it blocks (PyTorch CUDA semantics notes, "Use pinned memory buffers").
+        x = x.pin_memory()
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
@@ -120,10 +124,13 @@ def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> to
 def _progress(enabled: bool):
     if not enabled:
         return nullcontext(None)
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    # Progress goes to stderr so stdout holds only results (tables, predictions) for pipes and scripts.
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
+                    console=Console(stderr=True))
 
 
 def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir: str | Path | None = None,
@@ -154,10 +161,12 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net: nn.Module = model
+    ddp = None  # kept apart from `net`: torch.compile's wrapper does not expose DDP's no_sync
     if ctx.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
-        net = torch.compile(net)
+        net = torch.compile(net)  # compiling the DDP module is the documented order (DDPOptimizer splits at buckets)
 
     per_rank, rem = divmod(cfg.batch_size, ctx.world_size)
     if rem or per_rank < cfg.grad_accum:
@@ -198,30 +207,24 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
                     xb = train.x[ib]
                     if augment:
                         xb = shift_and_flip(xb, aug_gen)
-                    xb, yb = _to_device(xb, device, cfg.channels_last), train.y[ib].to(device, non_blocking=True)
-                    last = i == len(step_batches) - 1
-                    sync = net.no_sync() if (ctx.enabled and not last and hasattr(net, "no_sync")) else nullcontext()
-                    with sync, torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                        out = task(net, xb, yb)
-                    loss = out["loss"]
-                    if not torch.isfinite(loss.detach()):
-                        step_ok = False
-                    scaled = loss * (len(ib) / sum(len(b) for b in step_batches))
-                    with sync:
+                    xb, yb = _to_device(xb, device, cfg.channels_last), _to_device(train.y[ib], device)
+                    # DDP all-reduces gradients during backward; on all but the last micro-batch it must not. Forward
+                    # and backward both belong inside no_sync (torch DistributedDataParallel.no_sync docs).
+                    accumulate = ddp is not None and i < len(step_batches) - 1
+                    with ddp.no_sync() if accumulate else nullcontext():
+                        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                            out = task(net, xb, yb)
+                        loss = out["loss"]
+                        step_ok &= bool(torch.isfinite(loss.detach()))
+                        scaled = loss * (len(ib) / sum(len(b) for b in step_batches))
                         (scaler.scale(scaled) if scaler else scaled).backward()
                     totals += torch.stack([loss.detach().double() * len(ib),
                                            (out["logits"].detach().argmax(1) == yb).sum().double(),
                                            torch.tensor(float(len(ib)), device=device)])
-                if scaler is not None:  # GradScaler skips the step itself when gradients overflowed
-                    if cfg.clip_grad:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    scaler.step(optimizer)
-                    scaler.update()
-                elif step_ok:
-                    if cfg.clip_grad:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    optimizer.step()
+                # Under DDP every rank must skip the same steps, or the replicas' weights drift apart.
+                step_ok = D.all_true(step_ok, ctx, device)
+                if step_ok:  # a skipped step leaves the weights as they were
+                    _optimizer_step(optimizer, model, scaler, cfg.clip_grad)
                 bad_steps = 0 if step_ok else bad_steps + 1
                 if bad_steps >= MAX_BAD_STEPS:
                     raise TinyfmError(f"training stopped at epoch {epoch}: the loss was inf/NaN for {bad_steps} steps "
@@ -256,6 +259,21 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
                        seconds=time.perf_counter() - t_start, device=str(device),
                        amp=str(dtype).removeprefix("torch.") if dtype else "off", world_size=ctx.world_size,
                        history=history)
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, model: nn.Module, scaler: torch.amp.GradScaler | None,
+                    clip: float | None) -> None:
+    """One optimizer step, clipping first; with a GradScaler (fp16) unscale first: it skips overflowing steps itself."""
+    if scaler is not None:
+        if clip:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    if clip:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
 
 
 def _epoch_info(r: dict[str, Any]) -> str:

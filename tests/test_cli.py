@@ -1,0 +1,118 @@
+"""The CLI's error paths: one clear line, exit code 2, no traceback, nothing existing overwritten."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import FASHION_DIR
+
+
+def tinyfm(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tinyfm", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for f in fragments:
+        assert f in proc.stderr, proc.stderr
+
+
+def test_help_lists_the_commands():
+    out = tinyfm("--help")
+    assert out.returncode == 0
+    for cmd in ("run", "train", "eval", "predict", "export", "report", "models"):
+        assert cmd in out.stdout
+
+
+def test_missing_data_dir(tmp_path):
+    missing = tmp_path / "nowhere"
+    proc = tinyfm("run", "--quick", "--data-dir", str(missing), "--out", str(tmp_path / "run"))
+    assert_clean_error(proc, str(missing))
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_idx_names_the_file(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in FASHION_DIR.iterdir():
+        shutil.copy(f, data / f.name)
+    raw = gzip.decompress((data / "t10k-images-idx3-ubyte.gz").read_bytes())
+    (data / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[:5000]))  # truncated payload
+    proc = tinyfm("run", "--quick", "--data-dir", str(data), "--out", str(tmp_path / "run"))
+    assert_clean_error(proc, "t10k-images-idx3-ubyte.gz")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_model_suggests_close_names(tmp_path):
+    proc = tinyfm("run", "--quick", "--model", "seed-cn", "--out", str(tmp_path / "run"))
+    assert_clean_error(proc, "unknown model 'seed-cn'", "seed-cnn")
+
+
+def test_bad_flag_value_names_the_flag(tmp_path):
+    assert_clean_error(tinyfm("train", "--quick", "--amp", "fp8", "--out", str(tmp_path / "r")), "--amp")
+    assert_clean_error(tinyfm("run", "--recipe", str(tmp_path / "none.yaml")), "none.yaml")
+
+
+def test_unwritable_output_directory(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    proc = tinyfm("run", "--quick", "--out", str(blocker / "run"))
+    assert_clean_error(proc, "--out")
+    assert blocker.read_text() == "not a directory"
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_run(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    proc = tinyfm("run", "--quick", "--out", str(precious))
+    assert_clean_error(proc, "not a tinyfm run")
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
+
+
+def test_missing_run_directory(tmp_path):
+    assert_clean_error(tinyfm("eval", str(tmp_path / "no-run")), "no-run")
+    assert_clean_error(tinyfm("report", str(tmp_path / "no-run")), "no-run")
+
+
+def test_failed_run_leaves_the_previous_run_untouched(tmp_path, monkeypatch):
+    from tinyfm import pipeline
+    from tinyfm.config import load_recipe
+    from tinyfm.errors import TinyfmError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "results.json").write_text('{"old": true}')
+
+    def boom(*a, **k):
+        raise TinyfmError("export failed on purpose")
+
+    monkeypatch.setattr(pipeline, "export_stage", boom)
+    cfg = load_recipe("fashion-mnist", {**pipeline.QUICK_OVERRIDES, "model.name": "tiny-seed-cnn",
+                                        "train.epochs": 1, "data.train_subset": 1000})
+    with pytest.raises(TinyfmError, match="on purpose"):
+        pipeline.run(cfg, out, quiet=True)
+    assert (out / "results.json").read_text() == '{"old": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left behind
+
+
+def test_predict_rejects_an_image_of_the_wrong_size(quick_run, tmp_path):
+    from PIL import Image
+
+    bad = tmp_path / "big.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(bad)
+    assert_clean_error(tinyfm("predict", str(quick_run), str(bad)), "big.png", "(1, 28, 28)")
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    assert_clean_error(tinyfm("predict", str(quick_run), str(text)), "notes.png")
