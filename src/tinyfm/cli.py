@@ -127,6 +127,61 @@ def export(run_dir: RunDir, data_dir: DataDir = None) -> None:
 
 
 @app.command()
+def compress(run_dir: RunDir, passes: Annotated[str | None, typer.Option(
+        "--passes", "-p", help="Variants to build: comma between variants, + between chained passes, e.g. "
+        "quantize,prune+quantize,dsconv (default: the recipe's compress.variants).")] = None,
+        max_drop: Annotated[float | None, typer.Option(
+            "--max-drop", help="Pick the smallest variant within this validation-accuracy drop (pp).")] = None,
+        data_dir: DataDir = None, quiet: Quiet = False) -> None:
+    """Build compressed variants of a run (quantize, prune, dsconv, distill, lowrank) and measure them."""
+    from tinyfm.pipeline import compress_run
+
+    results = compress_run(run_dir, passes, max_drop, data_dir=data_dir, quiet=quiet)
+    _print_sensitivity(run_dir, [v["name"] for v in results["variants"]])
+    _print_summary(run_dir, results)
+    _print_selection(results.get("selection"))
+
+
+def _print_sensitivity(run_dir: Path, names: list[str]) -> None:
+    """Per-layer int8 sensitivity tables recorded by the quantize pass (variants/<name>/variant.json)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tinyfm.io import read_json
+
+    for name in names:
+        path = run_dir / "variants" / name / "variant.json"
+        steps = read_json(path)["steps"] if path.is_file() else []
+        for step in steps:
+            rows = step["changes"].get("sensitivity") if step["pass"] == "quantize" else None
+            if not rows:
+                continue
+            t = Table(title=f"{name}: per-layer int8 sensitivity (validation split)")
+            keys = list(rows[0])
+            for k in keys:
+                t.add_column(k)
+            for r in rows:
+                t.add_row(*(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+            Console(width=None if sys.stdout.isatty() else 160).print(t)
+
+
+def _print_selection(selection: dict[str, Any] | None) -> None:
+    if not selection:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"accuracy control: max drop {selection['max_drop_pp']} pp (validation split)")
+    for col in ("variant", "val acc %", "drop pp", "size KiB", "decision"):
+        t.add_column(col)
+    for d in selection["decisions"]:
+        mark = "[green]chosen[/]" if d["name"] == selection["chosen"] else d["reason"]
+        t.add_row(d["name"], f"{d['val_accuracy'] * 100:.2f}", f"{d['drop_pp']:+.2f}", f"{d['size_bytes'] / 1024:.1f}",
+                  mark)
+    Console(width=None if sys.stdout.isatty() else 160).print(t)
+
+
+@app.command()
 def report(run_dir: RunDir) -> None:
     """(Re-)write report.md, report.html and plots/ from a run's results.json and metrics.jsonl."""
     from tinyfm.io import read_json

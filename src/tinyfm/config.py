@@ -150,6 +150,26 @@ class MeasureConfig:
 
 
 @dataclass
+class CompressConfig:
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    """Compressed variants built from the trained model, each {"name": ..., "passes": [{"pass": NAME, ...}]};
+    passes run in order (e.g. prune then quantize), settings are the pass's Config fields."""
+    max_drop: float | None = None
+    """Accuracy control: allowed validation-accuracy drop (pp) vs fp32 ONNX; `tinyfm compress` picks the
+    smallest variant within it. None = keep every variant that passes its own gates."""
+
+    def __post_init__(self) -> None:
+        for i, v in enumerate(self.variants):
+            if not isinstance(v, dict) or not isinstance(v.get("passes"), list) or not v["passes"]:
+                raise ConfigError(f"compress.variants[{i}]: expected {{name: ..., passes: [{{pass: NAME, ...}}]}}")
+            for j, p in enumerate(v["passes"]):
+                if not isinstance(p, dict) or "pass" not in p:
+                    raise ConfigError(f"compress.variants[{i}].passes[{j}]: expected a mapping with a 'pass' key")
+        if self.max_drop is not None:
+            _check_range("--max-drop", self.max_drop, 0)
+
+
+@dataclass
 class RunConfig:
     name: str = "fashion-mnist"
     """Run name; the run directory defaults to runs/<name>."""
@@ -160,6 +180,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -112,6 +112,40 @@ def measure_stage(variants: list[Variant], cfg: RunConfig, data) -> list[dict[st
     return rows
 
 
+def _pass_context(cfg: RunConfig, data, teacher: nn.Module, workdir: Path, progress: bool):
+    from tinyfm.compress import PassContext
+
+    return PassContext(train=data.train, val=data.val, train_cfg=cfg.train, workdir=workdir,
+                       input_shape=tuple(data.input_shape), teacher=teacher, progress=progress)
+
+
+def compress_stage(model: nn.Module, cfg: RunConfig, run_dir: Path, data, specs: list[dict[str, Any]],
+                   quiet: bool = False) -> tuple[list[Variant], list[dict[str, Any]]]:
+    """Build every compressed variant into run_dir/variants; a variant refused by its accuracy gate is reported."""
+    from tinyfm.compress.quantize import AccuracyGateError
+    from tinyfm.compress.runner import build_variant, variant_name
+    from tinyfm.deploy import OrtModel
+    from tinyfm.measure import count_macs, count_params
+    from tinyfm.models.serialize import read_spec
+
+    base_spec = read_spec(run_dir)
+    ctx = _pass_context(cfg, data, model, run_dir / "variants", progress=not quiet)
+    built, rejected, cache = [], [], {}
+    for spec in specs:
+        name = variant_name(spec)
+        _log(f"compressing: [bold]{name}[/] ({' → '.join(p['pass'] for p in spec['passes'])})", quiet)
+        try:
+            b = build_variant(spec, model, base_spec, ctx, run_dir / "variants", cache)
+        except AccuracyGateError as e:
+            _log(f"[yellow]rejected[/] {name}: {e}", quiet)
+            rejected.append({"name": name, "reason": str(e)})
+            continue
+        built.append(Variant(name, "onnxruntime", OrtModel(b.onnx_path, threads=cfg.measure.threads), b.onnx_path,
+                             count_params(b.model), count_macs(b.model, tuple(data.input_shape)), numpy_input=True,
+                             notes=b.notes))
+    return built, rejected
+
+
 def results_record(cfg: RunConfig, data, train_result, parity: dict[str, Any] | None,
                    rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The results.json document (the report and the terminal table read only this)."""
@@ -144,11 +178,13 @@ def run(cfg: RunConfig, out: str | Path | None = None, quiet: bool = False) -> t
     Returns:
         (run directory, the results.json document).
     """
+    from tinyfm.compress.runner import validate_specs
     from tinyfm.data import load_data
     from tinyfm.report import write_report
 
     out = Path(out or Path("runs") / cfg.name)
     t0 = time.perf_counter()
+    validate_specs(cfg.compress.variants)  # a bad pass setting fails now, not after training
     data = load_data(cfg.data)  # before the staging dir: bad data leaves nothing behind
     _log(f"[bold]tinyfm run[/] {cfg.name}: {cfg.model.name} on {cfg.data.dataset} "
          f"(train {len(data.train)}, val {len(data.val)}, test {len(data.test)}) from {data.source}", quiet)
@@ -160,9 +196,11 @@ def run(cfg: RunConfig, out: str | Path | None = None, quiet: bool = False) -> t
         if not parity["passed"]:
             raise TinyfmError(f"ONNX parity failed: max |Δlogit| {parity['max_abs_diff']:.2e} (allowed "
                               f"{cfg.export.atol:.0e}), argmax agreement {parity['argmax_agreement']:.4f}")
+        compressed, rejected = compress_stage(model, cfg, stage, data, cfg.compress.variants, quiet)
         _log(f"measuring variants ({cfg.measure.repeats} interleaved rounds, {cfg.measure.threads} threads)", quiet)
-        rows = measure_stage(base_variants(model, stage, data, cfg.measure.threads), cfg, data)
+        rows = measure_stage(base_variants(model, stage, data, cfg.measure.threads) + compressed, cfg, data)
         results = results_record(cfg, data, result, parity, rows)
+        results["rejected"] = rejected
         results["seconds_total"] = time.perf_counter() - t0
         write_json(stage / "results.json", results)
         write_report(stage)
@@ -289,3 +327,79 @@ def predict_files(run_dir: str | Path, paths: list[Path], top_k: int = 3, invert
     label = (lambda i: names[i] if i < len(names) else str(i))  # noqa: E731
     return [(p, [(label(i), float(v)) for v, i in zip(vals.tolist(), idx.tolist(), strict=True)])
             for p, vals, idx in zip(paths, top.values, top.indices, strict=True)]
+
+
+def select_variant(variants: list[Variant], data, baseline: Variant, max_drop: float,
+                   batch_size: int = 1000) -> tuple[str | None, list[dict[str, Any]]]:
+    """Accuracy control: the smallest (then fastest by MACs) variant whose validation accuracy is within
+    `max_drop` pp of `baseline`; returns (chosen name or None, one decision record per variant)."""
+    from tinyfm.measure import evaluate, file_size
+
+    x = data.val.x.numpy()
+    base_acc = evaluate(baseline.predict, x, data.val.y, batch_size)["accuracy"]
+    decisions = []
+    for v in variants:
+        acc = evaluate(v.predict, x, data.val.y, batch_size)["accuracy"]
+        drop = (base_acc - acc) * 100
+        ok = drop <= max_drop
+        decisions.append({"name": v.name, "val_accuracy": acc, "drop_pp": drop, "size_bytes": file_size(v.file),
+                          "macs": v.macs, "accepted": ok,
+                          "reason": "within budget" if ok else f"drop {drop:.2f} pp > allowed {max_drop:.2f} pp"})
+    fits = sorted((d for d in decisions if d["accepted"]), key=lambda d: (d["size_bytes"], d["macs"]))
+    chosen = fits[0]["name"] if fits else None
+    for d in decisions:
+        if d["accepted"] and d["name"] != chosen:
+            d["reason"] = f"within budget but larger than {chosen}"
+    return chosen, decisions
+
+
+def compress_run(run_dir: str | Path, passes: str | None = None, max_drop: float | None = None,
+                 data_dir: str | None = None, quiet: bool = False) -> dict[str, Any]:
+    """`tinyfm compress RUN`: build variants into RUN/variants, measure them beside fp32, update results/report.
+
+    The fp32 artefacts (model.safetensors, model.onnx) are never touched. Raises TinyfmError (exit 2) when a
+    variant was refused by its accuracy gate or when no variant fits `max_drop`, after writing the others.
+    """
+    from tinyfm.compress.runner import parse_passes, validate_specs
+    from tinyfm.models import load_model
+    from tinyfm.report import write_report
+
+    run_dir = Path(run_dir)
+    cfg, data = _load_for_run(run_dir, data_dir)
+    specs = parse_passes(passes) if passes else cfg.compress.variants
+    if not specs:
+        raise TinyfmError(f"{run_dir}: no variants to build (give --passes, e.g. --passes prune+quantize,dsconv)")
+    max_drop = cfg.compress.max_drop if max_drop is None else max_drop
+    if max_drop is not None:  # the int8 gate uses the same budget, and shows its per-layer sensitivity
+        for p in (p for s in specs for p in s["passes"] if p["pass"] == "quantize"):
+            p.setdefault("max_drop", max_drop)
+            p.setdefault("report_sensitivity", True)
+    validate_specs(specs)
+    model = load_model(run_dir)
+    if not (run_dir / "model.onnx").is_file():
+        export_stage(model, cfg, run_dir, data)
+    compressed, rejected = compress_stage(model, cfg, run_dir, data, specs, quiet)
+    base = base_variants(model, run_dir, data, cfg.measure.threads)
+    chosen, decisions = (None, [])
+    if max_drop is not None and compressed:
+        chosen, decisions = select_variant(compressed, data, base[1], max_drop, cfg.train.eval_batch_size)
+    rows = measure_stage(base + compressed, cfg, data)
+    results = read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else \
+        results_record(cfg, data, None, None, [])
+    new = {r["name"] for r in rows}
+    results["confusion_matrix"] = rows[0].pop("confusion")
+    for r in rows[1:]:
+        r.pop("confusion", None)
+    results["variants"] = rows + [v for v in results.get("variants", []) if v["name"] not in new]
+    results["baseline"] = "fp32-onnx"
+    results["rejected"] = rejected
+    if decisions:
+        results["selection"] = {"max_drop_pp": max_drop, "chosen": chosen, "decisions": decisions}
+    write_json(run_dir / "results.json", results)
+    write_report(run_dir)
+    if rejected:
+        raise TinyfmError("; ".join(f"{r['name']} rejected: {r['reason']}" for r in rejected) +
+                          f" (fp32 artefacts untouched; other variants written to {run_dir / 'variants'})")
+    if max_drop is not None and chosen is None:
+        raise TinyfmError(f"no variant is within --max-drop {max_drop} pp of fp32 ONNX on the validation split")
+    return results

@@ -44,14 +44,20 @@ def save_model(model: nn.Module, directory: str | Path, spec: dict[str, Any], st
     return weights
 
 
+def read_spec(directory: str | Path, stem: str = "model") -> dict[str, Any]:
+    """The `<stem>.json` of a saved model (registry name, kwargs, transforms, ...)."""
+    spec = read_json(Path(directory) / f"{stem}.json")
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise TinyfmError(f"{Path(directory) / (stem + '.json')}: missing field 'name' (the registry model name)")
+    return spec
+
+
 def load_model(directory: str | Path, stem: str = "model", device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from `<stem>.json` + `<stem>.safetensors` (strict: every tensor must match)."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    spec = read_json(directory / f"{stem}.json")
-    if "name" not in spec:
-        raise TinyfmError(f"{directory / (stem + '.json')}: missing field 'name' (the registry model name)")
+    spec = read_spec(directory, stem)
     model = create_model(spec["name"], **spec.get("kwargs", {}))
     if spec.get("transforms"):  # a compressed model: re-apply its structural changes before loading weights
         from tinyfm.compress import replay_transforms_

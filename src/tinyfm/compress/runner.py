@@ -1,0 +1,133 @@
+"""Build compressed variants from a trained model: chains of passes, each variant in its own directory.
+
+A variant spec is ``{"name": "prune-50+int8", "passes": [{"pass": "prune", "ratio": 0.5}, {"pass": "quantize"}]}``.
+Each variant lands in ``variants/<name>/``: model.safetensors + model.json (registry spec + structural
+transforms, so load_model rebuilds it), model.onnx (the deployable file: int8 when quantized) and
+variant.json (what every pass changed, with before/after measurements). A variant is written to a staging
+folder and renamed into place only when it is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from tinyfm.compress import apply_pass, pass_config
+from tinyfm.compress.base import PassContext
+from tinyfm.errors import ConfigError, TinyfmError
+from tinyfm.io import write_json
+
+
+@dataclass
+class BuiltVariant:
+    name: str
+    directory: Path
+    model: nn.Module
+    onnx_path: Path
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def notes(self) -> str:
+        return " → ".join(s["summary"] for s in self.steps)
+
+
+def variant_name(spec: dict[str, Any]) -> str:
+    return spec.get("name") or "+".join(p["pass"] for p in spec["passes"])
+
+
+def parse_passes(text: str) -> list[dict[str, Any]]:
+    """`--passes prune+quantize,dsconv` -> variant specs (comma between variants, + between chained passes)."""
+    specs = []
+    for chain in filter(None, (c.strip() for c in text.split(","))):
+        specs.append({"name": chain, "passes": [{"pass": p.strip()} for p in chain.split("+") if p.strip()]})
+    if not specs:
+        raise ConfigError(f"--passes: got {text!r}, expected pass names such as prune,quantize or prune+quantize")
+    return specs
+
+
+def validate_specs(specs: list[dict[str, Any]]) -> None:
+    """Build every pass config now, so a bad setting fails before any training starts."""
+    names = [variant_name(s) for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"compress.variants: names must be unique, got {names}")
+    for s in specs:
+        for i, p in enumerate(s["passes"]):
+            pass_config(p["pass"], {k: v for k, v in p.items() if k != "pass"})
+            if p["pass"] == "quantize" and i != len(s["passes"]) - 1:
+                raise ConfigError(f"compress variant {variant_name(s)}: quantize must be the last pass (its "
+                                  "product is an int8 ONNX file, not a PyTorch model)")
+
+
+def _summary(name: str, res) -> str:
+    b, a = res.before, res.after
+    if "params" in b and "params" in a and a["params"] != b["params"]:
+        return f"{res.name}: params {b['params']:,} → {a['params']:,}"
+    return res.name
+
+
+def build_variant(spec: dict[str, Any], model: nn.Module, base_spec: dict[str, Any], ctx: PassContext,
+                  variants_dir: Path, cache: dict[str, tuple] | None = None) -> BuiltVariant:
+    """Run the spec's passes in order on `model` and write the variant directory (atomically, by rename).
+
+    `cache` (shared across calls) keeps the PyTorch result of every pass prefix, so "prune" and
+    "prune+quantize" prune and fine-tune once.
+    """
+    from tinyfm.deploy import check_parity, export_onnx
+    from tinyfm.models import save_model
+
+    name = variant_name(spec)
+    final = variants_dir / name
+    stage = variants_dir / f".{name}.partial"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        cur, model_spec, onnx_path, steps = model, dict(base_spec), None, []
+        transforms = list(base_spec.get("transforms", []))
+        for i, p in enumerate(spec["passes"]):
+            key = json.dumps(spec["passes"][: i + 1], sort_keys=True)
+            if cache is not None and key in cache:
+                cur, model_spec, transforms, steps = cache[key]
+                transforms, steps = list(transforms), list(steps)
+                continue
+            settings = {k: v for k, v in p.items() if k != "pass"}
+            work = stage / f"work-{len(steps)}-{p['pass']}"
+            work.mkdir()
+            res = apply_pass(p["pass"], cur, settings, dataclasses.replace(ctx, workdir=work))
+            if "spec" in res.changes:  # distillation into another registry model: a new base structure
+                model_spec, transforms = {**base_spec, **res.changes["spec"]}, []
+            if res.transform:
+                transforms.append(res.transform)
+            cur, onnx_path = res.model, res.onnx_path
+            steps.append({"pass": p["pass"], "name": res.name, "config": dataclasses.asdict(res.config),
+                          "changes": res.changes, "before": res.before, "after": res.after,
+                          "summary": _summary(p["pass"], res)})
+            if cache is not None and onnx_path is None:
+                cache[key] = (cur, model_spec, list(transforms), list(steps))
+        save_model(cur, stage, {**model_spec, "transforms": transforms})
+        if onnx_path is not None:
+            shutil.copyfile(onnx_path, stage / "model.onnx")
+            parity = None  # int8 differs from fp32 by design; its accuracy gate is the check
+        else:
+            import torch
+
+            export_onnx(cur, torch.zeros(1, *ctx.input_shape), stage / "model.onnx")
+            parity = check_parity(cur, stage / "model.onnx", ctx.val.x[:1000])
+            if parity["max_abs_diff"] > 1e-3 or parity["argmax_agreement"] < 0.999:
+                raise TinyfmError(f"variant {name}: ONNX parity failed ({parity})")
+        for p in stage.glob("work-*"):
+            shutil.rmtree(p)
+        write_json(stage / "variant.json", {"name": name, "spec": spec, "steps": steps, "parity": parity})
+        old = variants_dir / f".{name}.old"
+        if final.exists():
+            final.rename(old)
+        stage.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return BuiltVariant(name, final, cur.cpu().eval(), final / "model.onnx", steps)
