@@ -123,6 +123,11 @@ def to_image_data(raw: RawDataset, cfg: DataConfig) -> ImageData:
 def _to_split(x: np.ndarray, y: np.ndarray, idx: np.ndarray, max_value: float) -> Split:
     import torch
 
-    images = torch.from_numpy(np.ascontiguousarray(x[idx])).to(torch.float32).div_(max_value)  # (N, C, H, W)
+    # numpy gives a size-1 channel axis stride 1, so (N, 1, H, W) arrays arrive with strides (HW, 1, W, 1), which
+    # torch also reads as channels_last; batch-norm backward then takes a wrong kernel path and corrupts memory
+    # (seen with torch 2.13 CPU). A fresh tensor in the default layout avoids that ambiguity.
+    picked = np.ascontiguousarray(x[idx])
+    images = torch.empty(picked.shape, dtype=torch.float32)  # (N, C, H, W), standard strides
+    images.copy_(torch.from_numpy(picked)).div_(max_value)
     labels = torch.from_numpy(y[idx].astype(np.int64))
     return Split(images, labels)
