@@ -221,7 +221,7 @@ def _print_summary(run_dir: Path, results: dict[str, Any], paths: dict[str, Path
 
 
 def main() -> None:
-    """Entry point: user errors -> one line on stderr and exit 2; Ctrl-C -> exit 130; SIGTERM -> exit 143."""
+    """Entry point: user errors -> one line on stderr and exit 2; Ctrl-C -> exit 130; SIGTERM is handled like Ctrl-C."""
     import signal
 
     def _terminate(signum, frame):  # unwind normally so staging folders and temp files are removed

@@ -249,6 +249,8 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
                     save_model(model, run_dir, spec, stem=stem)
             if job is not None:
                 bar.update(job, info=_epoch_info(record))
+                if not bar.console.is_terminal:  # logs and pipes get one plain line per epoch as it ends
+                    bar.console.print(f"epoch {epoch}/{cfg.epochs}: {_epoch_info(record)}", soft_wrap=True)
             if write:
                 append_jsonl(metrics_path, record)
                 _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, best_state)
