@@ -30,6 +30,7 @@ from tinyfm.train.device import amp_dtype, default_threads, select_device
 from tinyfm.train.tasks import ClassificationTask
 
 Task = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+PROGRESS_EVERY = 16  # steps between progress-bar updates
 MAX_BAD_STEPS = 20  # consecutive non-finite losses before the run stops instead of skipping
 
 
@@ -200,7 +201,7 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
             t0 = time.perf_counter()
             totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
             job = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=steps_per_epoch, info="") if bar else None
-            for step_batches in _micro_batches(list(sampler), per_rank, cfg.grad_accum):
+            for step, step_batches in enumerate(_micro_batches(list(sampler), per_rank, cfg.grad_accum), 1):
                 optimizer.zero_grad(set_to_none=True)
                 step_ok = True
                 for i, ib in enumerate(step_batches):
@@ -230,8 +231,8 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
                     raise TinyfmError(f"training stopped at epoch {epoch}: the loss was inf/NaN for {bad_steps} steps "
                                       "in a row (lower --lr, use --amp bf16 or off, or set --clip-grad)")
                 scheduler.step()
-                if job is not None:
-                    bar.advance(job)
+                if job is not None and (step % PROGRESS_EVERY == 0 or step == steps_per_epoch):
+                    bar.update(job, completed=step)  # every few steps: rich's bookkeeping is not free
             loss_sum, correct, count = D.all_reduce_sum(totals, ctx).tolist()
             record = {"epoch": epoch, "train_loss": loss_sum / count, "train_accuracy": correct / count,
                       "lr": scheduler.get_last_lr()[0]}
