@@ -73,9 +73,16 @@ def train(recipe: Recipe = "fashion-mnist", out: Out = None, quick: Quick = Fals
           lr: Lr = None, device: Device = None, amp: Amp = None, seed: Seed = None, threads: Threads = None,
           augment: Augment = None, resume: Annotated[Path | None, typer.Option(
               "--resume", help="Continue the run in this directory from its last checkpoint.")] = None,
+          nproc: Annotated[int | None, typer.Option(
+              "--nproc", help="Data-parallel processes on this machine (re-runs this command under torchrun).")] = None,
           quiet: Quiet = False) -> None:
     """Train only: config.json, metrics.jsonl, model.safetensors + model.json, last.ckpt, results.json."""
     from tinyfm.pipeline import train_only
+
+    if nproc is not None:  # re-run under torchrun (which is given the arguments without --nproc)
+        from tinyfm.train.launch import launch_torchrun
+
+        raise typer.Exit(launch_torchrun(nproc, sys.argv[2:]))
 
     if resume is not None:
         from tinyfm.pipeline import load_run_config, with_data_dir
@@ -229,7 +236,9 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:  # typer.Exit(code) returns its code in non-standalone mode
+            sys.exit(rc)
     except TinyfmError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
