@@ -53,6 +53,19 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return values
 
 
+def all_true(flag: bool, ctx: DistContext, device: torch.device) -> bool:
+    """True when `flag` is true on every rank (a MIN all-reduce; `flag` itself in a single process).
+
+    Example:
+        step_ok = all_true(bool(torch.isfinite(loss)), ctx, device)  # every rank skips the same steps
+    """
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32, device=device)  # on the group's device (NCCL: CUDA)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()

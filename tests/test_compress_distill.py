@@ -1,0 +1,156 @@
+"""Distillation: the loss against a hand computation, the teacher frozen, inside fit and DDP, and the pass."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinyfm.compress import PassContext, apply_pass, pass_config
+from tinyfm.compress.distill import Config, DistillTask, distill_finetune
+from tinyfm.config import TrainConfig
+from tinyfm.errors import ConfigError
+from tinyfm.models import create_model
+from tinyfm.train import fit
+
+FAST = dict(batch_size=64, threads=2, eval_batch_size=500)
+
+
+class FixedLogits(nn.Module):
+    """A 'model' whose logits are given: row i of `logits` for sample i (x holds the row index)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[x.long().flatten()]
+
+
+def _subset(split, n: int):
+    return type(split)(split.x[:n], split.y[:n])
+
+
+@pytest.fixture()
+def logits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.randn(6, 5) * 3, torch.randn(6, 5) * 3, torch.tensor([0, 1, 2, 3, 4, 0])
+
+
+def test_loss_matches_a_hand_computation(logits) -> None:
+    student, teacher, y = logits
+    t, alpha = 3.0, 0.6
+    task = DistillTask(FixedLogits(teacher), temperature=t, alpha=alpha)
+    out = task(FixedLogits(student), torch.arange(6), y)
+    p_t, p_s = torch.softmax(teacher / t, 1), torch.softmax(student / t, 1)
+    kl_per_sample = (p_t * (p_t.log() - p_s.log())).sum(1)  # KL(p_teacher || p_student)
+    ce = -torch.log_softmax(student, 1)[torch.arange(6), y].mean()
+    expected = alpha * t * t * kl_per_sample.mean() + (1 - alpha) * ce  # T² and the mean over the batch
+    torch.testing.assert_close(out["loss"], expected)
+    torch.testing.assert_close(out["kd"], t * t * kl_per_sample.mean())
+    torch.testing.assert_close(out["logits"], student)
+
+
+def test_alpha_zero_is_cross_entropy_and_identical_logits_cost_nothing(logits) -> None:
+    student, teacher, y = logits
+    ce = DistillTask(FixedLogits(teacher), alpha=0.0, label_smoothing=0.1)(FixedLogits(student), torch.arange(6), y)
+    torch.testing.assert_close(ce["loss"], F.cross_entropy(student, y, label_smoothing=0.1))
+    same = DistillTask(FixedLogits(student), alpha=1.0)(FixedLogits(student), torch.arange(6), y)
+    assert abs(same["loss"].item()) < 1e-6
+
+
+def test_teacher_gets_no_gradients_and_runs_in_eval_mode() -> None:
+    teacher, student = create_model("tiny-seed-cnn"), create_model("tiny-seed-cnn")
+    teacher.train()
+    seen = []
+    teacher.register_forward_hook(lambda m, i, o: seen.append((m.training, torch.is_grad_enabled())))
+    out = DistillTask(teacher)(student, torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    out["loss"].backward()
+    assert seen == [(False, False)]
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in student.parameters())
+
+
+def test_works_with_a_ddp_wrapped_student(tmp_path) -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group already exists")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        teacher, student = create_model("tiny-seed-cnn"), create_model("tiny-seed-cnn")
+        net = nn.parallel.DistributedDataParallel(student)
+        out = DistillTask(teacher)(net, torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,)))
+        out["loss"].backward()
+        assert all(p.grad is not None for p in student.parameters())
+        assert all(p.grad is None for p in teacher.parameters())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_trains_inside_fit_and_leaves_the_teacher_alone(fashion_small) -> None:
+    teacher, student = create_model("tiny-seed-cnn", width=0.25), create_model("tiny-seed-cnn")
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    result = fit(student, _subset(fashion_small.train, 256), _subset(fashion_small.val, 200),
+                 TrainConfig(epochs=1, **FAST), task=DistillTask(teacher, temperature=2.0, alpha=0.5), progress=False)
+    assert len(result.history) == 1 and math.isfinite(result.history[0]["train_loss"])
+    for k, v in teacher.state_dict().items():
+        torch.testing.assert_close(v, state[k])
+
+
+def _ctx(fashion_small, tmp_path, teacher=None) -> PassContext:
+    train, val = _subset(fashion_small.train, 256), _subset(fashion_small.val, 200)
+    return PassContext(train, val, TrainConfig(epochs=1, **FAST), tmp_path, teacher=teacher)
+
+
+def test_pass_records_distillation_gain_against_scratch(fashion_small, tmp_path) -> None:
+    teacher = create_model("tiny-seed-cnn", width=0.25)
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    res = apply_pass("distill", teacher, {"student": "tiny-seed-cnn", "student_kwargs": {"width": 0.125}},
+                     _ctx(fashion_small, tmp_path))
+    ch = res.changes
+    assert res.name == "distill-tiny-seed-cnn" and res.transform is None
+    assert ch["spec"] == {"name": "tiny-seed-cnn", "kwargs": {"num_classes": 10, "width": 0.125}}
+    assert 0 <= ch["with_teacher_val_accuracy"] <= 1 and 0 <= ch["scratch_val_accuracy"] <= 1
+    assert ch["gain_pp"] == pytest.approx(100 * (ch["with_teacher_val_accuracy"] - ch["scratch_val_accuracy"]))
+    assert res.after["val_accuracy"] == ch["with_teacher_val_accuracy"]
+    assert res.before["params"] > res.after["params"]
+    rebuilt = create_model(ch["spec"]["name"], **ch["spec"]["kwargs"])  # the spec rebuilds the student
+    rebuilt.load_state_dict(res.model.state_dict())
+    for k, v in teacher.state_dict().items():  # the input model is untouched
+        torch.testing.assert_close(v, state[k])
+
+
+def test_pass_without_scratch_and_with_ctx_teacher(fashion_small, tmp_path) -> None:
+    teacher = create_model("tiny-seed-cnn", width=0.25)
+    res = apply_pass("distill", nn.Identity(), Config(compare_scratch=False),
+                     _ctx(fashion_small, tmp_path, teacher=teacher))
+    assert res.changes["scratch_val_accuracy"] is None and res.changes["gain_pp"] is None
+    assert res.before["params"] == sum(p.numel() for p in teacher.parameters())
+
+
+def test_distill_finetune_trains_in_place(fashion_small, tmp_path) -> None:
+    teacher, student = create_model("tiny-seed-cnn", width=0.25), create_model("tiny-seed-cnn")
+    before = student.features[0].weight.clone()
+    out = distill_finetune(student, teacher, _ctx(fashion_small, tmp_path), epochs=1, temperature=2.0, alpha=0.5)
+    assert out is student and not torch.equal(before, student.features[0].weight)
+
+
+@pytest.mark.parametrize(("settings", "flag"), [
+    ({"temperature": 0}, "--temperature"), ({"temperature": -1.0}, "--temperature"),
+    ({"alpha": -0.1}, "--alpha"), ({"alpha": 1.5}, "--alpha"), ({"student": "seed-cnnn"}, "--student"),
+    ({"epochs": 0}, "--epochs"), ({"lr": 0.0}, "--lr"),
+])
+def test_bad_config_names_the_flag(settings, flag) -> None:
+    with pytest.raises(ConfigError, match=flag):
+        pass_config("distill", settings)
+
+
+def test_bad_task_settings_name_the_flag() -> None:
+    with pytest.raises(ConfigError, match="--temperature"):
+        DistillTask(nn.Identity(), temperature=0.0)
+    with pytest.raises(ConfigError, match="--alpha"):
+        DistillTask(nn.Identity(), alpha=2.0)
