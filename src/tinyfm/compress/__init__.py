@@ -56,16 +56,8 @@ def apply_pass(name: str, model, settings: dict[str, Any] | Any | None, ctx: Pas
     return mod.apply(model, cfg, ctx)
 
 
-def _register_all() -> None:
-    for mod in PASSES.values():
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:  # a pass module being written
-            if e.name != mod:
-                raise
-
-
-_register_all()
+for _mod in PASSES.values():  # importing a pass registers its structural rebuilder (load_model needs them)
+    importlib.import_module(_mod)
 
 __all__ = ["PASSES", "PassContext", "PassResult", "apply_pass", "classifier_name", "finetune", "list_passes",
            "pass_config", "register_rebuilder", "replay_transforms_", "select_modules", "set_submodule_"]
