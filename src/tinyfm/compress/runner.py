@@ -65,10 +65,21 @@ def validate_specs(specs: list[dict[str, Any]]) -> None:
 
 
 def _summary(name: str, res) -> str:
-    b, a = res.before, res.after
+    """One line for the report: what the pass changed, with the figures it measured on the validation split."""
+    b, a, c = res.before, res.after, res.changes
+    parts = []
     if "params" in b and "params" in a and a["params"] != b["params"]:
-        return f"{res.name}: params {b['params']:,} → {a['params']:,}"
-    return res.name
+        parts.append(f"params {b['params']:,} → {a['params']:,}")
+    if "conv_param_ratio" in c:
+        parts.append(f"conv params ×{c['conv_param_ratio']:.3f}")
+    if "gain_pp" in c:
+        parts.append(f"val {c['with_teacher_val_accuracy']:.2%} with the teacher vs {c['scratch_val_accuracy']:.2%} "
+                     f"from scratch (gain {c['gain_pp']:+.2f} pp)")
+    if "size_ratio" in a:
+        parts.append(f"ONNX file ×{a['size_ratio']:.2f}, val drop {a.get('drop_pp', 0):+.2f} pp")
+    if c.get("excluded"):
+        parts.append(f"kept in fp32: {', '.join(c['excluded'])}")
+    return f"{res.name}: " + "; ".join(parts) if parts else res.name
 
 
 def build_variant(spec: dict[str, Any], model: nn.Module, base_spec: dict[str, Any], ctx: PassContext,
