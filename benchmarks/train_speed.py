@@ -12,6 +12,7 @@ Writes benchmarks/out/train_speed.json and the train_speed section of BENCHMARKS
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,7 +91,8 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
     fit = next(r for r in res["rows"] if r["variant"] == "fit")
     return (f"## Training speed: `fit` vs a hand-written loop\n\n"
             f"seed-cnn, {res['images']:,} Fashion-MNIST images in memory, batch {res['batch_size']}, Adam, "
-            f"{res['threads']} threads, {res['rounds']} interleaved rounds of 1 epoch (median).\n\n{t}\n\n"
+            f"{res['threads']} threads, {res['rounds']} interleaved rounds of 1 epoch (median), OMP_WAIT_POLICY="
+            f"{res.get('omp_wait_policy') or 'unset'}.\n\n{t}\n\n"
             f"Trainer overhead (fit without progress bar, median of per-round paired ratios): **"
             f"{fit['overhead_vs_hand']:+.1%}** wall-clock, **{fit['cpu_overhead_vs_hand']:+.1%}** CPU time "
             f"(target ≤ 10%; overhead = 1 - hand seconds / fit seconds). "
@@ -108,7 +110,7 @@ def main() -> None:
     a = p.parse_args()
     m = machine()
     res = run(a.rounds, a.images, a.threads, a.batch_size, not a.no_progress_variant)
-    res["machine"] = m
+    res["machine"], res["omp_wait_policy"] = m, os.environ.get("OMP_WAIT_POLICY")
     res["loadavg_end"] = machine()["loadavg"]
     print(save_json("train_speed", res))
     update_section("train_speed", markdown(res, "python " + " ".join(["benchmarks/train_speed.py", *sys.argv[1:]])))
