@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinyfm.compress.base import PassContext, PassResult, clone, finetune
+from tinyfm.config import _check_choice
 from tinyfm.errors import ConfigError, TinyfmError
 
 if TYPE_CHECKING:
@@ -44,11 +45,6 @@ CALIBRATIONS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percent
 QTYPES = {"int8": "QInt8", "uint8": "QUInt8"}
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # ops whose second input is a weight initializer
 DYNAMIC_OPS = ("MatMul", "Gemm")  # ConvInteger has no CPU kernel in many ORT builds: conv stays fp32 by default
-
-
-def _check_choice(flag: str, value: Any, allowed: Any) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{flag}: got {value!r}, expected one of {', '.join(allowed)}")
 
 
 def _check_min(flag: str, value: Any, lo: float) -> None:
