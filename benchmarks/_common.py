@@ -61,7 +61,8 @@ def machine_line(m: dict[str, Any]) -> str:
     """One line for the markdown: CPU, cores, GPU, torch version, load."""
     gpu = m.get("cuda_device") or "no GPU"
     load = ", ".join(f"{v:.1f}" for v in m.get("loadavg", []))
-    return f"{m['cpu']}, {m['cores_usable']} usable cores, {gpu}, torch {m['torch']}, load average {load} at the start"
+    line = f"{m['cpu']}, {m['cores_usable']} usable cores, {gpu}, torch {m['torch']}"
+    return f"{line}, load average {load} at the start" if load else line
 
 
 def median(values: Iterable[float]) -> float:

@@ -2,7 +2,8 @@
 
 Runs `tinyfm run` (the default recipe: fp32, int8, structured pruning, dsconv, low rank, distillation), or
 reads an existing run directory with --run, and writes benchmarks/out/compress.json and the `compress`
-section of BENCHMARKS.md. The numbers come from the run's results.json: nothing is typed twice.
+section of BENCHMARKS.md (and of README.md and docs/compression.md, between their `compress` markers).
+The numbers come from the run's results.json: nothing is typed twice.
 
 Usage:
     python benchmarks/compress.py                      # tinyfm run into runs/fashion-mnist, then the table
@@ -21,6 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line, save_json, update_section  # noqa: E402
 
 from tinyfm.io import read_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = (ROOT / "README.md", ROOT / "docs" / "compression.md")
 from tinyfm.report import markdown_table, variant_rows  # noqa: E402
 
 
@@ -45,10 +49,19 @@ def main() -> None:
             f"({results['data']['test']} images); latency batch 1, throughput batch "
             f"{results['variants'][0].get('throughput_batch')}, {results['machine'].get('threads')} threads, "
             f"{results['variants'][0].get('repeats')} interleaved rounds (median).{notes}{rejected}\n\n"
-            f"Command: `{command}` (the run itself: `tinyfm run`, {results.get('seconds_total', 0) / 60:.1f} min)  \n"
+            f"Command: `{command}` (the run itself: `tinyfm run`, {results.get('seconds_total', 0) / 60:.1f} min"
+            f"{_stages(results)})  \n"
             f"Machine: {machine_line({**results['machine'], 'loadavg': []})}")
     update_section("compress", body)
+    for doc in DOCS:  # the same table where the README and the compression guide show it (between the markers)
+        if "<!-- compress:begin -->" in doc.read_text(encoding="utf-8"):
+            update_section("compress", body.replace("## Compression", "### Compression", 1), doc)
     print(body)
+
+
+def _stages(results: dict) -> str:
+    stages = results.get("seconds_by_stage") or {}
+    return ": " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()) if stages else ""
 
 
 if __name__ == "__main__":

@@ -60,6 +60,10 @@ def test_unknown_model_suggests_close_names(tmp_path):
 def test_bad_flag_value_names_the_flag(tmp_path):
     assert_clean_error(tinyfm("train", "--quick", "--amp", "fp8", "--out", str(tmp_path / "r")), "--amp")
     assert_clean_error(tinyfm("run", "--recipe", str(tmp_path / "none.yaml")), "none.yaml")
+    assert_clean_error(tinyfm("run", "--set", "train.epoch=1", "--out", str(tmp_path / "r")), "train.epoch")
+    assert_clean_error(tinyfm("train", "--set", "train.epochs", "--out", str(tmp_path / "r")), "KEY=VALUE")
+    assert_clean_error(tinyfm("train", "--grad-accum", "0", "--out", str(tmp_path / "r")), "--grad-accum")
+    assert not (tmp_path / "r").exists()
 
 
 def test_unwritable_output_directory(tmp_path):

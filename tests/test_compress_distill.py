@@ -154,3 +154,23 @@ def test_bad_task_settings_name_the_flag() -> None:
         DistillTask(nn.Identity(), temperature=0.0)
     with pytest.raises(ConfigError, match="--alpha"):
         DistillTask(nn.Identity(), alpha=2.0)
+
+
+def test_a_teacher_reading_another_input_gets_its_own_columns_and_is_cached() -> None:
+    from tinyfm.compress.distill import paired_split
+    from tinyfm.data.dataset import Split
+
+    calls = []
+    teacher = FixedLogits(torch.randn(10, 2))
+    teacher.register_forward_hook(lambda m, i, o: calls.append(i[0].clone()))
+    student = create_model("tiny-seed-text", num_classes=2, vocab_size=50)
+    s_ids, t_ids = torch.randint(2, 50, (10, 6)), torch.arange(10).unsqueeze(1)  # teacher: one column, its row id
+    y = torch.zeros(10, dtype=torch.long)
+    train = paired_split(Split(s_ids, y), Split(t_ids, y))
+    assert train.x.shape == (10, 7)
+    task = DistillTask(teacher, student_width=6, cache=True)
+    for _ in range(2):  # a second epoch: every teacher logit comes from the cache
+        out = task(student, train.x[:4], train.y[:4])
+    assert len(calls) == 1 and calls[0].shape == (4, 1)  # the teacher saw only its own columns, once
+    torch.testing.assert_close(task.teacher_logits(train.x[:4, 6:]), teacher.logits[:4].detach())
+    assert out["logits"].shape == (4, 2)

@@ -251,6 +251,15 @@ def test_gate_refuses_and_writes_nothing_outside_workdir(trained, tmp_path):
     assert trained.fp32.read_bytes() == before
 
 
+def test_relative_workdir_and_no_files_in_the_working_directory(trained, tmp_path, monkeypatch):
+    """`tinyfm run` passes relative paths (runs/...); ORT's pre-processing must not litter the cwd either."""
+    monkeypatch.chdir(tmp_path)
+    cfg = Config(calib_samples=64, max_drop=100, fp32_onnx=str(trained.fp32))
+    apply(trained.model, cfg, _ctx(trained.data, Path("variants")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["variants"]
+    assert sorted(p.name for p in (tmp_path / "variants").iterdir()) == ["int8-static.onnx"]
+
+
 def test_exclude_keeps_layers_fp32(trained, tmp_path):
     cfg = Config(exclude=["classifier.*"], calib_samples=64, max_drop=100, fp32_onnx=str(trained.fp32))
     res = apply(trained.model, cfg, _ctx(trained.data, tmp_path))

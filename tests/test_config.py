@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tinyfm.config import RunConfig, list_recipes, load_recipe
+from tinyfm.config import RunConfig, list_recipes, load_recipe, parse_set
 from tinyfm.errors import ConfigError
 
 
@@ -46,3 +46,29 @@ def test_unknown_recipe_and_bad_yaml(tmp_path):
         load_recipe(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+def test_set_overrides_are_read_as_yaml():
+    overrides = parse_set(["train.lr=1e-3", "train.channels_last=true", "compress.variants=[]",
+                           "model.name=tiny-resnet", "data.train_subset=1000"])
+    cfg = load_recipe("fashion-mnist", overrides)
+    assert (cfg.train.lr, cfg.train.channels_last, cfg.compress.variants) == (1e-3, True, [])
+    assert (cfg.model.name, cfg.data.train_subset) == ("tiny-resnet", 1000)
+
+
+@pytest.mark.parametrize(("items", "message"), [
+    (["train.epochs"], "expected KEY=VALUE"),
+    (["=3"], "expected KEY=VALUE"),
+    (["train..epochs=3"], "expected KEY=VALUE"),
+    (["train.epochs=[1"], "not valid YAML"),
+])
+def test_bad_set_items_are_clear_errors(items, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_set(items)
+
+
+def test_set_into_a_value_or_an_unknown_key_is_refused():
+    with pytest.raises(ConfigError, match="train.epochs is a value"):
+        load_recipe("fashion-mnist", parse_set(["train.epochs.x=1"]))
+    with pytest.raises(ConfigError, match="unknown setting train.epoch"):
+        load_recipe("fashion-mnist", parse_set(["train.epoch=1"]))

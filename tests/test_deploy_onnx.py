@@ -39,6 +39,13 @@ def test_export_writes_one_checked_file(exported: tuple[nn.Module, Path]) -> Non
     assert proto.opset_import[0].version == ExportConfig().opset
 
 
+def test_exported_file_carries_no_debug_records(exported: tuple[nn.Module, Path]) -> None:
+    proto = onnx.load(str(exported[1]))
+    assert all(len(n.metadata_props) == 0 and not n.doc_string for n in proto.graph.node)
+    blob = proto.SerializeToString()
+    assert b"stack_trace" not in blob and b"site-packages" not in blob  # no build-machine paths ship
+
+
 def test_dynamo_exporter_is_used_when_onnxscript_is_installed(exported: tuple[nn.Module, Path]) -> None:
     pytest.importorskip("onnxscript")
     assert exporter_used(exported[1]) == "dynamo"

@@ -28,8 +28,9 @@ def _results():
             {**variant, "name": "fp32-onnx", "test_accuracy": 0.9127, "size_bytes": 375000, "latency_ms_p50": 0.4,
              "latency_ms_p95": 0.6, "throughput_per_s": 9000.0},
             {**variant, "name": "int8-onnx", "test_accuracy": 0.9071, "size_bytes": 98000, "latency_ms_p50": 0.2,
-             "notes": "dynamic quantisation"},
+             "notes": "dynamic quantisation", "build_seconds": 12.4},
         ],
+        "rejected": [{"name": "int8-entropy", "reason": "int8 accuracy drop 3.10 pp exceeds the allowed 1.00 pp"}],
     }
 
 
@@ -66,7 +67,8 @@ def test_markdown_has_numbers_from_results(paths):
     assert "](plots/pareto.png)" in md and "](plots/training_curves.png)" in md
     assert "3.0e-06" in md and "test-cpu" in md and "0.00123" in md
     assert "<details>" in md  # the config and per-epoch table are collapsed
-    assert "dynamic quantisation" in md
+    assert "dynamic quantisation" in md and "(built in 12 s)" in md
+    assert "**int8-entropy**: int8 accuracy drop 3.10 pp exceeds the allowed 1.00 pp" in md  # refused, still shown
 
 
 def test_html_is_self_contained(paths):

@@ -1,4 +1,5 @@
-"""The `tinyfm` command: `run` (the main job), `train`, `eval`, `predict`, `export`, `report`, `models`, `recipes`.
+"""The `tinyfm` command: `run` (the main job), `train`, `eval`, `predict`, `export`, `serve`, `report`, `models`,
+`recipes`.
 
 Every command takes the recipe flags (`--recipe`, then per-setting flags that override it). Bad input
 prints one line naming the file, flag or value and exits with status 2; nothing existing is overwritten.
@@ -19,7 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 Recipe = Annotated[str, typer.Option("--recipe", "-r", help="Built-in recipe name or a YAML/JSON file.")]
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<recipe name>).")]
-Quick = Annotated[bool, typer.Option("--quick", help="A data subset and 2 epochs: a one-minute demo.")]
+Quick = Annotated[bool, typer.Option("--quick", help="A data subset (10,000 training images) and 3 epochs: "
+                                     "a demo in about a minute.")]
 DataDir = Annotated[str | None, typer.Option("--data-dir", help="Dataset directory (default $TINYFM_DATA, "
                                              "then the system directory).")]
 Download = Annotated[bool | None, typer.Option("--download/--no-download", help="Fetch missing data (checksummed).")]
@@ -33,17 +35,25 @@ Seed = Annotated[int | None, typer.Option("--seed", help="Training seed.")]
 Threads = Annotated[int | None, typer.Option("--threads", help="Threads for training and timing.")]
 Augment = Annotated[bool | None, typer.Option("--augment/--no-augment", help="Random shifts and flips.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+ChannelsLast = Annotated[bool | None, typer.Option("--channels-last/--no-channels-last",
+                                                   help="NHWC memory format for convolution models.")]
+Compile = Annotated[bool | None, typer.Option("--compile/--no-compile", help="Wrap the model in torch.compile.")]
+GradAccum = Annotated[int | None, typer.Option("--grad-accum", help="Micro-batches accumulated per optimizer step.")]
+Set = Annotated[list[str] | None, typer.Option("--set", help="Override any recipe setting: KEY=VALUE with a dotted "
+                                               "key, e.g. --set train.weight_decay=0.01 (repeatable).")]
 RunDir = Annotated[Path, typer.Argument(help="A run directory written by `tinyfm run` or `tinyfm train`.")]
 
 
 def _config(recipe: str, quick: bool, **flags: Any):
-    from tinyfm.config import load_recipe
-    from tinyfm.pipeline import QUICK_OVERRIDES
+    from tinyfm.config import load_recipe, parse_set
+    from tinyfm.pipeline import quick_overrides
 
     names = {"data_dir": "data.data_dir", "download": "data.download", "model": "model.name",
              "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "device": "train.device",
-             "amp": "train.amp", "seed": "train.seed", "augment": "data.augment"}
-    overrides = dict(QUICK_OVERRIDES) if quick else {}
+             "amp": "train.amp", "seed": "train.seed", "augment": "data.augment",
+             "channels_last": "train.channels_last", "compile": "train.compile", "grad_accum": "train.grad_accum"}
+    overrides = quick_overrides(load_recipe(recipe).task) if quick else {}
+    overrides.update(parse_set(flags.get("settings")))  # --set first: the named flags are the more specific
     overrides.update({names[k]: v for k, v in flags.items() if k in names and v is not None})
     if flags.get("threads") is not None:
         overrides.update({"train.threads": flags["threads"], "measure.threads": flags["threads"]})
@@ -57,12 +67,14 @@ def _config(recipe: str, quick: bool, **flags: Any):
 def run(recipe: Recipe = "fashion-mnist", out: Out = None, quick: Quick = False, data_dir: DataDir = None,
         download: Download = None, model: Model = None, epochs: Epochs = None, batch_size: Batch = None,
         lr: Lr = None, device: Device = None, amp: Amp = None, seed: Seed = None, threads: Threads = None,
-        augment: Augment = None, quiet: Quiet = False) -> None:
+        augment: Augment = None, channels_last: ChannelsLast = None, compile: Compile = None,
+        grad_accum: GradAccum = None, settings: Set = None, quiet: Quiet = False) -> None:
     """The main job: data -> train -> test accuracy -> ONNX export + parity -> measure -> report."""
     from tinyfm.pipeline import run as run_pipeline
 
     cfg = _config(recipe, quick, data_dir=data_dir, download=download, model=model, epochs=epochs,
-                  batch_size=batch_size, lr=lr, device=device, amp=amp, seed=seed, threads=threads, augment=augment)
+                  batch_size=batch_size, lr=lr, device=device, amp=amp, seed=seed, threads=threads, augment=augment,
+                  channels_last=channels_last, compile=compile, grad_accum=grad_accum, settings=settings)
     run_dir, results = run_pipeline(cfg, out, quiet=quiet)
     _print_summary(run_dir, results)
 
@@ -71,7 +83,8 @@ def run(recipe: Recipe = "fashion-mnist", out: Out = None, quick: Quick = False,
 def train(recipe: Recipe = "fashion-mnist", out: Out = None, quick: Quick = False, data_dir: DataDir = None,
           download: Download = None, model: Model = None, epochs: Epochs = None, batch_size: Batch = None,
           lr: Lr = None, device: Device = None, amp: Amp = None, seed: Seed = None, threads: Threads = None,
-          augment: Augment = None, resume: Annotated[Path | None, typer.Option(
+          augment: Augment = None, channels_last: ChannelsLast = None, compile: Compile = None,
+          grad_accum: GradAccum = None, settings: Set = None, resume: Annotated[Path | None, typer.Option(
               "--resume", help="Continue the run in this directory from its last checkpoint.")] = None,
           nproc: Annotated[int | None, typer.Option(
               "--nproc", help="Data-parallel processes on this machine (re-runs this command under torchrun).")] = None,
@@ -92,7 +105,8 @@ def train(recipe: Recipe = "fashion-mnist", out: Out = None, quick: Quick = Fals
     else:
         cfg = _config(recipe, quick, data_dir=data_dir, download=download, model=model, epochs=epochs,
                       batch_size=batch_size, lr=lr, device=device, amp=amp, seed=seed, threads=threads,
-                      augment=augment)
+                      augment=augment, channels_last=channels_last, compile=compile, grad_accum=grad_accum,
+                      settings=settings)
         run_dir = train_only(cfg, out, quiet=quiet)
     if run_dir is not None:
         from tinyfm.io import read_json
@@ -111,14 +125,25 @@ def eval_(run_dir: RunDir, data_dir: DataDir = None, onnx: Annotated[bool, typer
 
 
 @app.command()
-def predict(run_dir: RunDir, inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG images or .npy arrays.")],
+def predict(run_dir: RunDir, inputs: Annotated[list[Path] | None, typer.Argument(
+                help="PNG/JPEG images or .npy arrays (image runs).")] = None,
             top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes to show per input.")] = 3,
             invert: Annotated[bool, typer.Option("--invert", help="Invert grey levels (dark object on light "
                                                  "background -> Fashion-MNIST style).")] = False,
-            onnx: Annotated[bool, typer.Option("--onnx", help="Use model.onnx (ONNX Runtime).")] = False) -> None:
-    """Top-k classes with probabilities for each input image."""
-    from tinyfm.pipeline import predict_files
+            onnx: Annotated[bool, typer.Option("--onnx", help="Use model.onnx (ONNX Runtime).")] = False,
+            text: Annotated[list[str] | None, typer.Option(
+                "--text", "-t", help="A text to classify (text runs; repeatable).")] = None,
+            texts_file: Annotated[Path | None, typer.Option(
+                "--texts-file", help="A UTF-8 file of texts to classify, one per line (text runs).")] = None) -> None:
+    """Top-k classes with probabilities for each input image, or for each text of a text run."""
+    from tinyfm.pipeline import predict_files, predict_texts
 
+    if text or texts_file:
+        for t, preds in predict_texts(run_dir, list(text or []), texts_file, top_k=top_k, onnx=onnx):
+            typer.echo(f"{t}: " + ", ".join(f"{name} {p:.1%}" for name, p in preds))
+        return
+    if not inputs:
+        raise TinyfmError("predict: give image files, or --text / --texts-file for a text run")
     for path, preds in predict_files(run_dir, inputs, top_k=top_k, invert=invert, onnx=onnx):
         typer.echo(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in preds))
 
@@ -186,6 +211,31 @@ def _print_selection(selection: dict[str, Any] | None) -> None:
         t.add_row(d["name"], f"{d['val_accuracy'] * 100:.2f}", f"{d['drop_pp']:+.2f}", f"{d['size_bytes'] / 1024:.1f}",
                   mark)
     Console(width=None if sys.stdout.isatty() else 160).print(t)
+
+
+@app.command()
+def serve(run_dir: RunDir, variant: Annotated[str, typer.Option(
+        "--variant", help="Variant to serve: fp32-onnx (model.onnx) or a name under variants/.")] = "fp32-onnx",
+        host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+        workers: Annotated[int, typer.Option("--workers", help="Server processes, one ORT session each.")] = 1,
+        threads: Annotated[int | None, typer.Option("--threads", help="ORT threads per process (default: "
+                                                    "usable cores / workers).")] = None,
+        max_batch: Annotated[int, typer.Option("--max-batch", help="Most samples per ORT call when micro-batching "
+                                               "(1 = no batching).")] = 32,
+        max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="How long a batch waits to fill up.")] = 2.0,
+        max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Largest request body (else HTTP "
+                                                    "413).")] = 4 * 1024 * 1024,
+        access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = False,
+        ) -> None:
+    """Serve a run's ONNX model over HTTP: a web page at /, POST /v1/predict, /v1/models, /health, /metrics."""
+    from tinyfm.deploy.serve import ServeConfig
+    from tinyfm.deploy.serve import serve as serve_run
+
+    cfg = ServeConfig(variant=variant, host=host, port=port, workers=workers, threads=threads, max_batch=max_batch,
+                      max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, access_log=access_log)
+    typer.echo(f"serving {run_dir} (variant {variant}) on http://{host}:{port}/  (API docs: /docs)", err=True)
+    serve_run(run_dir, cfg)
 
 
 @app.command()

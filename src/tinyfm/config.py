@@ -34,6 +34,16 @@ def _check_range(flag: str, value: float, lo: float | None = None, hi: float | N
         raise ConfigError(f"{flag}: got {value!r}, expected a value in {bounds}")
 
 
+def _check_label_map(label_map: Any) -> None:
+    """A label map sends raw labels to the ids 0..K-1, each used (K >= 2)."""
+    if not isinstance(label_map, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                  for v in label_map.values()):
+        raise ConfigError(f"data.label_map: got {label_map!r}, expected a mapping of raw label -> class id")
+    ids = sorted(set(label_map.values()))
+    if len(ids) < 2 or ids != list(range(len(ids))):
+        raise ConfigError(f"data.label_map: class ids must be 0..K-1 with K >= 2, got {ids}")
+
+
 @dataclass
 class DataConfig:
     dataset: str = "fashion-mnist"
@@ -52,12 +62,33 @@ class DataConfig:
     """Light augmentation on the training split: random shifts of up to 2 pixels and horizontal flips."""
     split_seed: int = 0
     """Seed of the validation/subset split (independent of the training seed)."""
+    # ---- text data (task: text-classification); see docs/nlp.md ----
+    text_column: str = "text"
+    """Text data from CSV/TSV/JSONL (dataset text-file): the column or key holding the text."""
+    label_column: str = "label"
+    """Text data from CSV/TSV/JSONL: the column or key holding the label."""
+    label_map: dict[str, int] | None = None
+    """Text data: raw label (as written in the file) -> class id 0..K-1; None = the sorted distinct labels."""
+    encoding_errors: str = "strict"
+    """Text files are UTF-8: strict (a bad byte is an error naming file and offset) | replace (U+FFFD)."""
+    max_length: int = 64
+    """Tokens per text: longer texts are truncated (at the end), shorter ones padded with id 0."""
+    vocab_size: int = 10000
+    """Word-level vocabulary, padding (0) and out-of-vocabulary (1) ids included: the embedding table's rows."""
+    segmenter: str = "auto"
+    """Word-level splitting: auto (CJK runs: jieba if installed, else characters) | words | jieba | chars."""
 
     def __post_init__(self) -> None:
         _check_range("--val-size", self.val_size, 0)
         for flag, v in (("--train-subset", self.train_subset), ("--test-subset", self.test_subset)):
             if v is not None:
                 _check_range(flag, v, 1)
+        _check_choice("--encoding-errors", self.encoding_errors, ("strict", "replace"))
+        _check_choice("--segmenter", self.segmenter, ("auto", "words", "jieba", "chars"))
+        _check_range("--max-length", self.max_length, 1)
+        _check_range("--vocab-size", self.vocab_size, 3)  # padding, out-of-vocabulary and one word
+        if self.label_map is not None:
+            _check_label_map(self.label_map)
 
 
 @dataclass
@@ -174,7 +205,7 @@ class RunConfig:
     name: str = "fashion-mnist"
     """Run name; the run directory defaults to runs/<name>."""
     task: str = "image-classification"
-    """What the pipeline does with the data: image-classification."""
+    """What the pipeline does with the data: image-classification | text-classification (recorded in results)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -239,9 +270,42 @@ def _read_recipe(recipe: str | Path) -> dict[str, Any]:
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
-    for p in parents:
+    for i, p in enumerate(parents):
         d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parents[:i + 1])} is a value, not a section")
     d[leaf] = value
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["train.epochs=3", "compress.variants=[]"]`` -> dotted overrides; values are read as YAML.
+
+    Example:
+        >>> parse_set(["train.lr=1e-3", "train.channels_last=true"])
+        {'train.lr': 0.001, 'train.channels_last': True}
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e.problem})") from None
+        out[key.strip()] = _number_or_str(value)
+    return out
+
+
+def _number_or_str(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; a user writing it means the number."""
+    import re
+
+    if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
+        return float(value)
+    return value
 
 
 def load_recipe(recipe: str | Path | None = "fashion-mnist", overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -98,3 +98,14 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+@contextlib.contextmanager
+def working_directory(path: str | Path) -> Iterator[Path]:
+    """Run the block with `path` as the current directory (contextlib.chdir, which needs Python 3.11)."""
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield Path(path)
+    finally:
+        os.chdir(old)

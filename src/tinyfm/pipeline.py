@@ -27,6 +27,14 @@ from tinyfm.rundir import staged_run_dir
 QUICK_OVERRIDES = {"data.train_subset": 10000, "data.val_size": 1000, "data.test_subset": 2000,
                    "train.epochs": 3, "measure.repeats": 2, "measure.latency_iters": 50,
                    "measure.throughput_iters": 3, "measure.warmup": 5}
+# The text corpora are smaller (12,808 reviews) and MiniLM is slow on a CPU: a smaller subset and one epoch.
+QUICK_TEXT_OVERRIDES = {**QUICK_OVERRIDES, "data.train_subset": 2000, "data.val_size": 500, "data.test_subset": 1000,
+                        "train.epochs": 1}
+
+
+def quick_overrides(task: str) -> dict[str, Any]:
+    """The --quick settings for a task (a subset and a short schedule; the same code path as the full run)."""
+    return dict(QUICK_TEXT_OVERRIDES if task == "text-classification" else QUICK_OVERRIDES)
 
 
 @dataclass
@@ -41,6 +49,9 @@ class Variant:
     macs: int
     numpy_input: bool
     notes: str = ""
+    build_seconds: float | None = None  # time the compression passes took (None for the fp32 forms)
+    test_x: Any = None  # its own encoding of the test split (a text student with another tokenizer); None = the run's
+    val_x: Any = None  # likewise for the validation split (accuracy control)
 
 
 def _log(msg: str, quiet: bool = False) -> None:
@@ -50,13 +61,33 @@ def _log(msg: str, quiet: bool = False) -> None:
         Console(stderr=True).print(msg)
 
 
+def load_stage(cfg: RunConfig, run_dir: str | Path | None = None):
+    """The run's data: images as loaded; texts encoded for cfg.model (with the tokenizer saved in `run_dir`, if any).
+
+    Example:
+        data = load_stage(load_recipe("reviews"))  # WordPiece ids for minilm-classifier, word ids for seed-text
+    """
+    from tinyfm.data import load_data
+
+    data = load_data(cfg.data)
+    if not hasattr(data, "for_model"):  # not text
+        return data
+    if run_dir is not None and (Path(run_dir) / "tokenizer.json").is_file():
+        from tinyfm.data.text import load_tokenizer
+
+        return data.with_tokenizer(load_tokenizer(run_dir))
+    return data.for_model(cfg.model.name)
+
+
 def train_stage(cfg: RunConfig, run_dir: Path | None, data, progress: bool = True,
                 resume: bool = False) -> tuple[nn.Module, Any]:
     """Build the registry model, train it (weights and metrics.jsonl land in run_dir) and return it with the result."""
     from tinyfm.models import create_model
     from tinyfm.train import fit
 
-    kwargs = {"num_classes": data.num_classes, "in_channels": data.input_shape[0], **cfg.model.kwargs}
+    kwargs = {"num_classes": data.num_classes, **data.model_kwargs(), **cfg.model.kwargs}
+    if run_dir is not None and getattr(data, "tokenizer", None) is not None:  # text: the ids mean nothing without it
+        data.tokenizer.save(run_dir)
     torch.manual_seed(cfg.train.seed)
     model = create_model(cfg.model.name, **kwargs)
     spec = {"name": cfg.model.name, "kwargs": kwargs, "input_shape": list(data.input_shape),
@@ -88,17 +119,26 @@ def base_variants(model: nn.Module, run_dir: Path, data, threads: int) -> list[V
                     run_dir / "model.onnx", params, macs, numpy_input=True)]
 
 
+def _timing_inputs(x: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of 1 and a batch of `batch` test inputs (a small test subset is repeated up to the batch size)."""
+    xb = x[:batch]
+    if len(xb) < batch:
+        xb = xb.repeat((batch + len(xb) - 1) // len(xb), *([1] * (xb.dim() - 1)))[:batch]
+    return x[:1], xb
+
+
 def measure_stage(variants: list[Variant], cfg: RunConfig, data) -> list[dict[str, Any]]:
     """Test accuracy, size and (interleaved, repeated) latency/throughput of every variant: results.json rows."""
     from tinyfm.measure import Timed, evaluate, file_size, measure_variants
 
-    x1, xb = data.test.x[:1], data.test.x[: cfg.measure.throughput_batch]
-    if len(xb) < cfg.measure.throughput_batch:  # a small test subset: repeat it up to the batch size
-        xb = xb.repeat((cfg.measure.throughput_batch + len(xb) - 1) // len(xb), 1, 1, 1)[: cfg.measure.throughput_batch]
-    scores = {v.name: evaluate(v.predict, data.test.x, data.test.y, cfg.train.eval_batch_size,
+    # A variant reading another tokenizer (a distilled text student) carries its own encoding of the same test texts.
+    tests = {v.name: v.test_x if v.test_x is not None else data.test.x for v in variants}
+    scores = {v.name: evaluate(v.predict, tests[v.name], data.test.y, cfg.train.eval_batch_size,
                                data.num_classes) for v in variants}
-    timed = [Timed(v.name, v.predict, x1.numpy() if v.numpy_input else x1, xb.numpy() if v.numpy_input else xb)
-             for v in variants]
+    timed = []
+    for v in variants:
+        x1, xb = _timing_inputs(tests[v.name], cfg.measure.throughput_batch)
+        timed.append(Timed(v.name, v.predict, x1.numpy() if v.numpy_input else x1, xb.numpy() if v.numpy_input else xb))
     times = measure_variants(timed, cfg.measure)
     rows = []
     for v in variants:
@@ -108,6 +148,7 @@ def measure_stage(variants: list[Variant], cfg: RunConfig, data) -> list[dict[st
                      "latency_ms_p50": t["p50_ms"], "latency_ms_p95": t["p95_ms"],
                      "throughput_per_s": t["throughput_sps"], "threads": t["threads"],
                      "throughput_batch": t["throughput_batch"], "repeats": t["repeats"], "notes": v.notes,
+                     "build_seconds": v.build_seconds,
                      "confusion": scores[v.name]["confusion"]})
     return rows
 
@@ -116,7 +157,15 @@ def _pass_context(cfg: RunConfig, data, teacher: nn.Module, workdir: Path, progr
     from tinyfm.compress import PassContext
 
     return PassContext(train=data.train, val=data.val, train_cfg=cfg.train, workdir=workdir,
-                       input_shape=tuple(data.input_shape), teacher=teacher, progress=progress)
+                       input_shape=tuple(data.input_shape), teacher=teacher, progress=progress,
+                       data=data if hasattr(data, "tokenizer") else None)
+
+
+def _own_inputs(variant_data, data) -> dict[str, Any]:
+    """test_x/val_x of a variant whose model reads another tokenizer than the run's (else none)."""
+    if variant_data is None or variant_data is data:
+        return {}
+    return {"test_x": variant_data.test.x, "val_x": variant_data.val.x}
 
 
 def compress_stage(model: nn.Module, cfg: RunConfig, run_dir: Path, data, specs: list[dict[str, Any]],
@@ -134,6 +183,7 @@ def compress_stage(model: nn.Module, cfg: RunConfig, run_dir: Path, data, specs:
     for spec in specs:
         name = variant_name(spec)
         _log(f"compressing: [bold]{name}[/] ({' → '.join(p['pass'] for p in spec['passes'])})", quiet)
+        t0 = time.perf_counter()
         try:
             b = build_variant(spec, model, base_spec, ctx, run_dir / "variants", cache)
         except AccuracyGateError as e:
@@ -142,7 +192,8 @@ def compress_stage(model: nn.Module, cfg: RunConfig, run_dir: Path, data, specs:
             continue
         built.append(Variant(name, "onnxruntime", OrtModel(b.onnx_path, threads=cfg.measure.threads), b.onnx_path,
                              count_params(b.model), count_macs(b.model, tuple(data.input_shape)), numpy_input=True,
-                             notes=b.notes))
+                             notes=b.notes, build_seconds=time.perf_counter() - t0,
+                             **_own_inputs(b.data, data)))
     return built, rejected
 
 
@@ -179,29 +230,41 @@ def run(cfg: RunConfig, out: str | Path | None = None, quiet: bool = False) -> t
         (run directory, the results.json document).
     """
     from tinyfm.compress.runner import validate_specs
-    from tinyfm.data import load_data
     from tinyfm.report import write_report
 
     out = Path(out or Path("runs") / cfg.name)
     t0 = time.perf_counter()
     validate_specs(cfg.compress.variants)  # a bad pass setting fails now, not after training
-    data = load_data(cfg.data)  # before the staging dir: bad data leaves nothing behind
+    data = load_stage(cfg)  # before the staging dir: bad data leaves nothing behind
     _log(f"[bold]tinyfm run[/] {cfg.name}: {cfg.model.name} on {cfg.data.dataset} "
          f"(train {len(data.train)}, val {len(data.val)}, test {len(data.test)}) from {data.source}", quiet)
+    stages: dict[str, float] = {"data": time.perf_counter() - t0}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        stages[name] = now - since
+        return now
+
     with staged_run_dir(out) as stage:
+        t = time.perf_counter()
         write_json(stage / "config.json", cfg.to_dict())
         model, result = train_stage(cfg, stage, data, progress=not quiet)
+        t = lap("train", t)
         _log("exporting ONNX and checking parity", quiet)
         parity = export_stage(model, cfg, stage, data)
         if not parity["passed"]:
             raise TinyfmError(f"ONNX parity failed: max |Δlogit| {parity['max_abs_diff']:.2e} (allowed "
                               f"{cfg.export.atol:.0e}), argmax agreement {parity['argmax_agreement']:.4f}")
+        t = lap("export", t)
         compressed, rejected = compress_stage(model, cfg, stage, data, cfg.compress.variants, quiet)
+        t = lap("compress", t)
         _log(f"measuring variants ({cfg.measure.repeats} interleaved rounds, {cfg.measure.threads} threads)", quiet)
         rows = measure_stage(base_variants(model, stage, data, cfg.measure.threads) + compressed, cfg, data)
+        lap("measure", t)
         results = results_record(cfg, data, result, parity, rows)
         results["rejected"] = rejected
         results["seconds_total"] = time.perf_counter() - t0
+        results["seconds_by_stage"] = stages
         write_json(stage / "results.json", results)
         write_report(stage)
     return out, read_json(out / "results.json")
@@ -228,12 +291,11 @@ def train_only(cfg: RunConfig, out: str | Path | None, quiet: bool = False, resu
     With `resume`, `out` is the existing run directory and training continues there in place.
     Returns the run directory on the process that wrote it (rank 0), None on the other ranks.
     """
-    from tinyfm.data import load_data
     from tinyfm.measure import count_macs, count_params, evaluate, file_size
     from tinyfm.train.distributed import DistContext, shutdown
 
     out = Path(out or Path("runs") / cfg.name)
-    data = load_data(cfg.data)
+    data = load_stage(cfg)
     ctx = _dist_context()
     with _run_dir_for(out, ctx, resume) as stage:
         if ctx.is_main and not resume:
@@ -273,10 +335,8 @@ def _run_dir_for(out: Path, ctx, resume: bool):
 
 
 def _load_for_run(run_dir: str | Path, data_dir: str | None):
-    from tinyfm.data import load_data
-
     cfg = with_data_dir(load_run_config(run_dir), data_dir)
-    return cfg, load_data(cfg.data)
+    return cfg, load_stage(cfg, run_dir)
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | None = None, onnx: bool = False) -> dict[str, Any]:
@@ -321,12 +381,48 @@ def predict_files(run_dir: str | Path, paths: list[Path], top_k: int = 3, invert
     else:
         with torch.inference_mode():
             logits = load_model(run_dir)(torch.from_numpy(batch)).numpy()
-    probs = torch.softmax(torch.from_numpy(logits).float(), dim=1)
-    k = min(top_k, probs.shape[1])
-    top = probs.topk(k, dim=1)
+    return list(zip(paths, _top_k(logits, names, top_k), strict=True))
+
+
+def _top_k(logits: Any, names: list[str], top_k: int) -> list[list[tuple[str, float]]]:
+    """Per row of logits: the k most probable (class name, probability), most probable first."""
+    probs = torch.softmax(torch.as_tensor(logits).float(), dim=1)
+    top = probs.topk(min(top_k, probs.shape[1]), dim=1)
     label = (lambda i: names[i] if i < len(names) else str(i))  # noqa: E731
-    return [(p, [(label(i), float(v)) for v, i in zip(vals.tolist(), idx.tolist(), strict=True)])
-            for p, vals, idx in zip(paths, top.values, top.indices, strict=True)]
+    return [[(label(i), float(v)) for v, i in zip(vals.tolist(), idx.tolist(), strict=True)]
+            for vals, idx in zip(top.values, top.indices, strict=True)]
+
+
+def predict_texts(run_dir: str | Path, texts: list[str], texts_file: str | Path | None = None, top_k: int = 2,
+                  onnx: bool = False) -> list[tuple[str, list[tuple[str, float]]]]:
+    """`tinyfm predict RUN --text ...`: top-k (class name, probability) for each text, with the run's tokenizer.
+
+    Args:
+        texts: texts to classify.
+        texts_file: a UTF-8 file with one more text per line (empty lines skipped).
+        onnx: run model.onnx with ONNX Runtime instead of the PyTorch weights.
+
+    Example:
+        predict_texts("runs/reviews", ["A triumph.", "Two hours I will not get back."])
+    """
+    from tinyfm.data.text import load_tokenizer
+    from tinyfm.data.textfiles import check_text, read_text
+    from tinyfm.deploy import OrtModel
+    from tinyfm.models import load_model
+
+    run_dir = Path(run_dir)
+    texts = list(texts)
+    if texts_file is not None:
+        texts += [line for line in read_text(texts_file).splitlines() if line.strip()]
+    texts = [check_text(t, f"text {i + 1}") for i, t in enumerate(texts)]
+    ids = load_tokenizer(run_dir).encode(texts)  # (N, max_length) int64
+    names = read_json(run_dir / "results.json").get("class_names") or []
+    if onnx:
+        logits = OrtModel(run_dir / "model.onnx")(ids.numpy())
+    else:
+        with torch.inference_mode():
+            logits = load_model(run_dir)(ids)
+    return list(zip(texts, _top_k(logits, names, top_k), strict=True))
 
 
 def select_variant(variants: list[Variant], data, baseline: Variant, max_drop: float,
@@ -339,7 +435,7 @@ def select_variant(variants: list[Variant], data, baseline: Variant, max_drop: f
     base_acc = evaluate(baseline.predict, x, data.val.y, batch_size)["accuracy"]
     decisions = []
     for v in variants:
-        acc = evaluate(v.predict, x, data.val.y, batch_size)["accuracy"]
+        acc = evaluate(v.predict, x if v.val_x is None else v.val_x.numpy(), data.val.y, batch_size)["accuracy"]
         drop = (base_acc - acc) * 100
         ok = drop <= max_drop
         decisions.append({"name": v.name, "val_accuracy": acc, "drop_pp": drop, "size_bytes": file_size(v.file),

@@ -45,6 +45,8 @@ class PassContext:
     """The trained original model: passes that retrain distil from it."""
     progress: bool = False
     """Show progress bars while fine-tuning."""
+    data: Any = None
+    """Text runs: the TextData `train`/`val` came from (its texts re-encode for a student with another tokenizer)."""
 
 
 @dataclass
@@ -69,6 +71,8 @@ class PassResult:
     """Measurements after the pass."""
     transforms: list[dict[str, Any]] = field(default_factory=list)
     """Every structural transform from the registry model to this one (composed passes append)."""
+    ctx: PassContext | None = None
+    """The context later passes of a chain use, when this pass changed the input (a text student's tokenizer)."""
 
 
 def select_modules(model: nn.Module, types: tuple[type, ...], include: Iterable[str] = ("*",),

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinyfm.compress.base import PassContext, PassResult, clone, finetune, size_record, val_accuracy
-from tinyfm.config import _check_range
+from tinyfm.config import TrainConfig, _check_range
 from tinyfm.errors import ConfigError
 
 
@@ -48,14 +48,21 @@ class DistillTask:
     (it is moved there on first use). The trainer may pass a DDP- or torch.compile-wrapped student: only the
     student is called through that wrapper; the teacher stays a plain module, so DDP never sees its weights.
 
-    Teacher logits are recomputed every step rather than cached: the task only sees (x, y), with no sample
-    index to key a cache by, and augmented batches differ every epoch anyway.
+    Teacher logits are recomputed every step by default (augmented image batches differ every epoch); with
+    `cache` they are kept per input row (keyed by its bytes), so a fixed text corpus costs one teacher pass.
+
+    A teacher that reads another input than the student (MiniLM's WordPiece ids vs the student's word ids) gets
+    its own: each training row is the student's ids followed by the teacher's, and `student_width` says where
+    they split (see :func:`paired_split`).
 
     Args:
         teacher: the trained model whose logits are the soft targets; it is not trained (no gradients).
         temperature: softmax temperature T (> 0); higher T gives softer targets.
         alpha: weight of the distillation term in [0, 1]; 0 is plain cross-entropy, 1 ignores the labels.
         label_smoothing: label smoothing of the cross-entropy term.
+        student_width: columns of each input row that are the student's (the rest are the teacher's); None =
+            both read the whole row.
+        cache: keep the teacher's logits per input row (the inputs must not be augmented).
 
     Returns (per call):
         {"loss", "logits" (the student's), "kd" and "ce" (the two terms, detached)}.
@@ -66,10 +73,16 @@ class DistillTask:
     """
 
     def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.7,
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: float = 0.0, student_width: int | None = None, cache: bool = False) -> None:
         check_distill_settings(temperature, alpha)
         self.teacher, self.temperature, self.alpha = teacher, float(temperature), float(alpha)
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.student_width = label_smoothing, student_width
+        self._cache: dict[bytes, torch.Tensor] | None = {} if cache else None
+
+    def split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the student's input, the teacher's input) of a batch."""
+        w = self.student_width
+        return (x, x) if w is None else (x[:, :w], x[:, w:])
 
     @torch.no_grad()
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +91,14 @@ class DistillTask:
         if weight is not None and weight.device != x.device:
             self.teacher.to(x.device)
         self.teacher.eval()  # every call: BatchNorm/Dropout must not switch to training behaviour
-        return self.teacher(x).float()
+        if self._cache is None:
+            return self.teacher(x).float()
+        keys = [row.tobytes() for row in x.cpu().numpy()]
+        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        if todo:
+            fresh = self.teacher(x[todo]).float().cpu()
+            self._cache.update(zip((keys[i] for i in todo), fresh, strict=True))
+        return torch.stack([self._cache[k] for k in keys]).to(x.device)
 
     def loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
              y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -94,8 +114,23 @@ class DistillTask:
         return {"loss": loss, "kd": kd.detach(), "ce": ce.detach()}
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = model(x)
-        return {**self.loss(logits, self.teacher_logits(x), y), "logits": logits}
+        xs, xt = self.split_input(x)
+        logits = model(xs)
+        return {**self.loss(logits, self.teacher_logits(xt), y), "logits": logits}
+
+
+def paired_split(student: Any, teacher: Any) -> Any:
+    """One training split whose rows are the student's ids followed by the teacher's (same samples, same order).
+
+    Example:
+        train = paired_split(student_data.train, teacher_data.train)  # x: (N, Ls + Lt)
+        task = DistillTask(teacher, student_width=student_data.train.x.shape[1])
+    """
+    from tinyfm.data.dataset import Split
+
+    if not torch.equal(student.y, teacher.y):
+        raise ValueError("paired_split: the two splits hold different samples")
+    return Split(torch.cat([student.x, teacher.x], dim=1), student.y)
 
 
 def distill_finetune(student: nn.Module, teacher: nn.Module | None, ctx: PassContext, epochs: int = 3,
@@ -145,6 +180,9 @@ class Config:
     """Peak learning rate of the student; None = the run's --lr (the student trains from scratch)."""
     compare_scratch: bool = True
     """Also train the same student from the same weights without the teacher and record the gain."""
+    train: dict[str, Any] = field(default_factory=dict)
+    """Other training settings of the student (TrainConfig fields, e.g. {batch_size: 64, weight_decay: 0.0});
+    the rest are the run's."""
 
     def __post_init__(self) -> None:
         check_distill_settings(self.temperature, self.alpha)
@@ -155,6 +193,16 @@ class Config:
         if not isinstance(self.student_kwargs, dict):
             raise ConfigError(f"--student-kwargs: got {self.student_kwargs!r}, expected a mapping")
         _check_student(self.student)
+        _check_train(self.train)
+
+
+def _check_train(settings: Any) -> None:
+    """The student's training settings must be TrainConfig fields with valid values."""
+    from tinyfm.config import _from_dict
+
+    if not isinstance(settings, dict):
+        raise ConfigError(f"compress.distill.train: got {settings!r}, expected a mapping of TrainConfig settings")
+    _from_dict(TrainConfig, settings, "compress.distill.train.")
 
 
 def _check_student(name: str) -> None:
@@ -169,19 +217,50 @@ def _check_student(name: str) -> None:
 
 @torch.no_grad()
 def _num_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    from tinyfm.models.registry import example_input
+
     # From the output, not the last Linear: a model may end in a conv head or a pooling layer.
     model.eval()
-    return int(model(torch.zeros(1, *input_shape)).shape[-1])
+    return int(model(example_input(model, input_shape)).shape[-1])
 
 
-def _train(student: nn.Module, ctx: PassContext, cfg: Config, task: Any) -> nn.Module:
-    from tinyfm.train import fit
-
+def _student_train_cfg(ctx: PassContext, cfg: Config) -> TrainConfig:
     epochs = cfg.epochs if cfg.epochs is not None else ctx.train_cfg.epochs
     lr = cfg.lr if cfg.lr is not None else ctx.train_cfg.lr
-    fit(student, ctx.train, ctx.val, dataclasses.replace(ctx.train_cfg, epochs=epochs, lr=lr), task=task,
+    return dataclasses.replace(ctx.train_cfg, **{**cfg.train, "epochs": epochs, "lr": lr})
+
+
+def _train(student: nn.Module, ctx: PassContext, cfg: Config, task: Any, train: Any = None) -> nn.Module:
+    from tinyfm.train import fit
+
+    fit(student, ctx.train if train is None else train, ctx.val, _student_train_cfg(ctx, cfg), task=task,
         progress=ctx.progress)
     return student.cpu().eval()
+
+
+def _student_context(ctx: PassContext, student: str) -> PassContext:
+    """Where the student trains and is measured: for text, the same splits encoded with its own tokenizer."""
+    if ctx.data is None:
+        return ctx
+    data = ctx.data.for_model(student)
+    if data is ctx.data:
+        return ctx
+    return dataclasses.replace(ctx, train=data.train, val=data.val, data=data, input_shape=tuple(data.input_shape))
+
+
+def _task(teacher: nn.Module, cfg: Config, ctx: PassContext, sctx: PassContext) -> tuple[Any, Any]:
+    """(the training task, the training split it reads). alpha 0 trains on the labels alone: no teacher pass."""
+    from tinyfm.train import ClassificationTask
+
+    if cfg.alpha == 0:
+        return ClassificationTask(ctx.train_cfg.label_smoothing), None
+    paired = sctx is not ctx  # the teacher reads another tokenizer's ids: each row carries both
+    train = paired_split(sctx.train, ctx.train) if paired else None
+    width = int(sctx.train.x.shape[1]) if paired else None
+    # Text is never augmented, so one teacher pass over the corpus serves every epoch (and the scratch twin).
+    task = DistillTask(teacher, cfg.temperature, cfg.alpha, ctx.train_cfg.label_smoothing, student_width=width,
+                       cache=ctx.data is not None)
+    return task, train
 
 
 def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
@@ -190,24 +269,28 @@ def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
     Returns:
         PassResult "distill-<student>" whose model is the trained student. transform is None (the student is a
         plain registry model): save it with ``changes["spec"]`` as model.json. changes also holds
-        with_teacher_val_accuracy, scratch_val_accuracy and gain_pp (both None without compare_scratch).
+        with_teacher_val_accuracy, scratch_val_accuracy and gain_pp (both None without compare_scratch). For text
+        (ctx.data set) the student reads its own tokenizer's ids: PassResult.ctx then holds its encoding.
     """
     from tinyfm.models import create_model
 
     teacher = clone(ctx.teacher if ctx.teacher is not None else model)
     before = size_record(teacher, ctx)
-    kwargs = {"num_classes": _num_classes(teacher, ctx.input_shape), **config.student_kwargs}
+    sctx = _student_context(ctx, config.student)
+    data_kwargs = sctx.data.model_kwargs() if sctx.data is not None else {}
+    kwargs = {"num_classes": _num_classes(teacher, ctx.input_shape), **data_kwargs, **config.student_kwargs}
     torch.manual_seed(ctx.train_cfg.seed)  # the student's initial weights, shared with the scratch baseline
     student = create_model(config.student, **kwargs)
     init = copy.deepcopy(student.state_dict())
-    task = DistillTask(teacher, config.temperature, config.alpha, ctx.train_cfg.label_smoothing)
-    with_teacher = val_accuracy(_train(student, ctx, config, task), ctx)
-    scratch = _scratch_accuracy(config, kwargs, init, ctx) if config.compare_scratch else None
+    task, train = _task(teacher, config, ctx, sctx)
+    with_teacher = val_accuracy(_train(student, sctx, config, task, train), sctx)
+    scratch = _scratch_accuracy(config, kwargs, init, sctx) if config.compare_scratch else None
     changes = {"spec": {"name": config.student, "kwargs": kwargs}, "teacher_val_accuracy": before["val_accuracy"],
                "with_teacher_val_accuracy": with_teacher, "scratch_val_accuracy": scratch,
                "gain_pp": None if scratch is None else 100.0 * (with_teacher - scratch)}
     return PassResult(name=f"distill-{config.student}", model=student, config=config, transform=None,
-                      changes=changes, before=before, after=size_record(student, ctx))
+                      changes=changes, before=before, after=size_record(student, sctx),
+                      ctx=sctx if sctx is not ctx else None)
 
 
 def _scratch_accuracy(config: Config, kwargs: dict[str, Any], init: dict[str, torch.Tensor],

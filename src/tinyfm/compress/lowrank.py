@@ -28,7 +28,6 @@ from tinyfm.compress.base import (
     PassResult,
     classifier_name,
     clone,
-    finetune,
     register_rebuilder,
     select_modules,
     set_submodule_,
@@ -58,6 +57,8 @@ class Config:
     """Fine-tuning epochs after factorising (0: none)."""
     lr_scale: float = 0.3
     """Fine-tuning learning rate as a fraction of the run's lr."""
+    distill: bool = True
+    """Fine-tune against the unfactorised model's soft targets (DistillTask, T=4, alpha=0.7) as well as the labels."""
 
     def __post_init__(self) -> None:
         self.include, self.ignore = tuple(self.include), tuple(self.ignore)
@@ -214,7 +215,10 @@ def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
         set_submodule_(new, name, factorize(new.get_submodule(name), rank))
     torch.manual_seed(ctx.train_cfg.seed)
     if ranks:
-        finetune(new, ctx, config.finetune_epochs, config.lr_scale)
+        from tinyfm.compress.distill import distill_finetune
+
+        distill_finetune(new, model if config.distill else None, ctx, config.finetune_epochs,
+                         lr_scale=config.lr_scale)
     transform = {"kind": "lowrank", "ranks": ranks} if ranks else None
     after = size_record(new, ctx)
     changes = {"ranks": ranks, "layers": {n: {k: v for k, v in p.items() if k != "skip"} for n, p in plans.items()

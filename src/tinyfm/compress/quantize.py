@@ -301,10 +301,20 @@ def _prepare(fp32_path: Path, dst: Path, mode: str) -> Path:
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quant_pre_process(str(fp32_path), str(dst))
+    from tinyfm.io import working_directory
+
+    src, out = str(Path(fp32_path).resolve()), str(Path(dst).resolve())
+    # When ORT's symbolic shape inference gives up on a graph (a BERT with a dynamic sequence axis) it dumps
+    # sym_shape_infer_temp.onnx + external data into the working directory: run it from a throwaway one.
+    with tempfile.TemporaryDirectory(prefix=".pre-quant-") as cwd, working_directory(cwd):
+        try:
+            quant_pre_process(src, out)
+        except Exception:
+            quant_pre_process(src, out, skip_symbolic_shape=True)  # ONNX's own shape inference only
     if mode == "dynamic":
         proto = onnx.load(str(dst))
         if _gemm_to_matmul_(proto):
+            del proto.graph.value_info[:]  # recorded shapes of the transposed weights are stale; ORT re-infers them
             onnx.save(proto, str(dst))
     return dst
 
@@ -367,7 +377,8 @@ class _Scorer:
     """Logits and accuracy of ONNX files on the validation split, with ONNX Runtime (the same code for every file)."""
 
     def __init__(self, ctx: PassContext, variant: str) -> None:
-        self.x = np.ascontiguousarray(torch.as_tensor(ctx.val.x).float().cpu().numpy())
+        x = torch.as_tensor(ctx.val.x)
+        self.x = np.ascontiguousarray((x.float() if x.is_floating_point() else x).cpu().numpy())  # ids stay int64
         self.y = torch.as_tensor(ctx.val.y).cpu().numpy().astype(np.int64).reshape(-1)
         if not len(self.y):
             raise TinyfmError("quantize: the accuracy gate needs a validation split, and it is empty (--val-size 0)")
@@ -568,7 +579,7 @@ def _scratch(workdir: Path) -> Iterator[Path]:
     (the documented override) here keeps the promise that a pass writes only under ctx.workdir.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=workdir))
+    tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=workdir)).resolve()  # absolute: _prepare changes cwd
     old, tempfile.tempdir = tempfile.tempdir, str(tmp)
     try:
         yield tmp
@@ -579,8 +590,9 @@ def _scratch(workdir: Path) -> Iterator[Path]:
 
 def _export(model: nn.Module, ctx: PassContext, path: Path, cfg: Config) -> Path:
     from tinyfm.deploy import export_onnx
+    from tinyfm.models.registry import example_input
 
-    return export_onnx(model, torch.zeros(1, *ctx.input_shape), path, opset=cfg.opset)
+    return export_onnx(model, example_input(model, ctx.input_shape), path, opset=cfg.opset)
 
 
 def _fp32_onnx(model: nn.Module, ctx: PassContext, cfg: Config, workdir: Path) -> Path:

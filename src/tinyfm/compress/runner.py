@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ class BuiltVariant:
     model: nn.Module
     onnx_path: Path
     steps: list[dict[str, Any]] = field(default_factory=list)
+    data: Any = None
+    """Text variants: the TextData encoded for this model (its own tokenizer); None for images."""
 
     @property
     def notes(self) -> str:
@@ -42,13 +45,28 @@ def variant_name(spec: dict[str, Any]) -> str:
 
 
 def parse_passes(text: str) -> list[dict[str, Any]]:
-    """`--passes prune+quantize,dsconv` -> variant specs (comma between variants, + between chained passes)."""
+    """`--passes prune+quantize,dsconv` -> variant specs (comma between variants, + between chained passes).
+
+    A pass takes settings after colons: ``quantize:mode=qat:qat_always=true`` or ``prune:ratio=0.3``; the
+    variant is named after the chain, with every other character than letters, digits and ``+._-`` made ``-``.
+    """
     specs = []
     for chain in filter(None, (c.strip() for c in text.split(","))):
-        specs.append({"name": chain, "passes": [{"pass": p.strip()} for p in chain.split("+") if p.strip()]})
+        name = re.sub(r"[^A-Za-z0-9+._-]+", "-", chain)  # a directory name: quantize:mode=qat -> quantize-mode-qat
+        specs.append({"name": name, "passes": [_parse_pass(p.strip()) for p in chain.split("+") if p.strip()]})
     if not specs:
         raise ConfigError(f"--passes: got {text!r}, expected pass names such as prune,quantize or prune+quantize")
     return specs
+
+
+def _parse_pass(text: str) -> dict[str, Any]:
+    from tinyfm.config import parse_set
+
+    name, *settings = text.split(":")
+    for item in settings:
+        if "=" not in item:
+            raise ConfigError(f"--passes {text!r}: expected {name}:KEY=VALUE settings, got {item!r}")
+    return {"pass": name.strip(), **parse_set(settings)}
 
 
 def validate_specs(specs: list[dict[str, Any]]) -> None:
@@ -72,11 +90,13 @@ def _summary(name: str, res) -> str:
         parts.append(f"params {b['params']:,} → {a['params']:,}")
     if "conv_param_ratio" in c:
         parts.append(f"conv params ×{c['conv_param_ratio']:.3f}")
-    if "gain_pp" in c:
+    if c.get("gain_pp") is not None:
         parts.append(f"val {c['with_teacher_val_accuracy']:.2%} with the teacher vs {c['scratch_val_accuracy']:.2%} "
                      f"from scratch (gain {c['gain_pp']:+.2f} pp)")
     if "size_ratio" in a:
-        parts.append(f"ONNX file ×{a['size_ratio']:.2f}, val drop {a.get('drop_pp', 0):+.2f} pp")
+        parts.append(f"ONNX file ×{a['size_ratio']:.2f}, val accuracy {-a.get('drop_pp', 0):+.2f} pp")
+    elif c.get("gain_pp") is None and "val_accuracy" in a and "val_accuracy" in b:
+        parts.append(f"val {b['val_accuracy']:.2%} → {a['val_accuracy']:.2%}")
     if c.get("excluded"):
         parts.append(f"kept in fp32: {', '.join(c['excluded'])}")
     return f"{res.name}: " + "; ".join(parts) if parts else res.name
@@ -103,13 +123,14 @@ def build_variant(spec: dict[str, Any], model: nn.Module, base_spec: dict[str, A
         for i, p in enumerate(spec["passes"]):
             key = json.dumps(spec["passes"][: i + 1], sort_keys=True)
             if cache is not None and key in cache:
-                cur, model_spec, transforms, steps = cache[key]
+                cur, model_spec, transforms, steps, ctx = cache[key]
                 transforms, steps = list(transforms), list(steps)
                 continue
             settings = {k: v for k, v in p.items() if k != "pass"}
             work = stage / f"work-{len(steps)}-{p['pass']}"
             work.mkdir()
             res = apply_pass(p["pass"], cur, settings, dataclasses.replace(ctx, workdir=work))
+            ctx = res.ctx or ctx  # a text student reads its own tokenizer: later passes see its encoding
             if "spec" in res.changes:  # distillation into another registry model: a new base structure
                 model_spec, transforms = {**base_spec, **res.changes["spec"]}, []
             if res.transform:
@@ -119,15 +140,17 @@ def build_variant(spec: dict[str, Any], model: nn.Module, base_spec: dict[str, A
                           "changes": res.changes, "before": res.before, "after": res.after,
                           "summary": _summary(p["pass"], res)})
             if cache is not None and onnx_path is None:
-                cache[key] = (cur, model_spec, list(transforms), list(steps))
+                cache[key] = (cur, model_spec, list(transforms), list(steps), ctx)
         save_model(cur, stage, {**model_spec, "transforms": transforms})
+        if ctx.data is not None:  # a text model: its tokenizer beside it (the ids mean nothing without it)
+            ctx.data.tokenizer.save(stage)
         if onnx_path is not None:
             shutil.copyfile(onnx_path, stage / "model.onnx")
             parity = None  # int8 differs from fp32 by design; its accuracy gate is the check
         else:
-            import torch
+            from tinyfm.models.registry import example_input
 
-            export_onnx(cur, torch.zeros(1, *ctx.input_shape), stage / "model.onnx")
+            export_onnx(cur, example_input(cur, ctx.input_shape), stage / "model.onnx")
             parity = check_parity(cur, stage / "model.onnx", ctx.val.x[:1000])
             if parity["max_abs_diff"] > 1e-3 or parity["argmax_agreement"] < 0.999:
                 raise TinyfmError(f"variant {name}: ONNX parity failed ({parity})")
@@ -141,4 +164,4 @@ def build_variant(spec: dict[str, Any], model: nn.Module, base_spec: dict[str, A
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return BuiltVariant(name, final, cur.cpu().eval(), final / "model.onnx", steps)
+    return BuiltVariant(name, final, cur.cpu().eval(), final / "model.onnx", steps, data=ctx.data)

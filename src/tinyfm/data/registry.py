@@ -17,10 +17,10 @@ import fnmatch
 from collections.abc import Callable
 
 from tinyfm.config import DataConfig
-from tinyfm.data.dataset import ImageData, RawDataset
+from tinyfm.data.dataset import ImageData, RawDataset, RawText, TextData
 from tinyfm.errors import ConfigError
 
-Source = Callable[[DataConfig], RawDataset]
+Source = Callable[[DataConfig], RawDataset | RawText]
 
 _SOURCES: dict[str, Source] = {}
 _UNAVAILABLE: dict[str, str] = {}  # name -> why it is not registered here (e.g. a missing optional package)
@@ -58,7 +58,7 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return sorted(n for n in _SOURCES if fnmatch.fnmatchcase(n, pattern))
 
 
-def load_data(cfg: DataConfig) -> ImageData:
+def load_data(cfg: DataConfig) -> ImageData | TextData:
     """Load `cfg.dataset` and split it: train/val from the official train split, test from the test split.
 
     Args:
@@ -75,9 +75,12 @@ def load_data(cfg: DataConfig) -> ImageData:
         data = load_data(DataConfig(val_size=5000, train_subset=10000))
         len(data.train), len(data.val), len(data.test)  # (10000, 5000, 10000)
     """
-    from tinyfm.data.splits import to_image_data
+    from tinyfm.data.splits import to_image_data, to_text_data
 
-    return to_image_data(_get_source(cfg.dataset)(cfg), cfg)
+    raw = _get_source(cfg.dataset)(cfg)
+    if isinstance(raw, RawText):  # a text source: split, then tokenized word-level (see tinyfm.data.text)
+        return to_text_data(raw, cfg)
+    return to_image_data(raw, cfg)
 
 
 def _get_source(name: str) -> Source:

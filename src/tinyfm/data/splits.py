@@ -10,11 +10,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from tinyfm.config import DataConfig
-from tinyfm.data.dataset import ImageData, RawDataset, Split
-from tinyfm.errors import ConfigError
+from tinyfm.data.dataset import ImageData, RawDataset, RawText, Split, TextData, TextSplit
+from tinyfm.errors import ConfigError, DataError
 
 
 def stratified_indices(labels: np.ndarray, n: int, seed: int | np.random.Generator = 0) -> np.ndarray:
@@ -63,14 +65,34 @@ def _apportion(counts: np.ndarray, n: int) -> np.ndarray:
     return share
 
 
-def split_indices(y_train: np.ndarray, y_test: np.ndarray,
-                  cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def grouped_indices(groups: Sequence[str], n: int, seed: int | np.random.Generator = 0) -> np.ndarray:
+    """Sorted indices of whole groups, taken in a seeded order of the (sorted) group names until >= `n` items.
+
+    No group is split, so the result may exceed `n` by less than one group's size.
+
+    Example:
+        val = grouped_indices(movie_names, 1000, seed=0)  # ~1000 reviews of whole movies
+    """
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    names, inverse, counts = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True,
+                                       return_counts=True)
+    order = rng.permutation(len(names))
+    taken = order[: int(np.searchsorted(np.cumsum(counts[order]), n)) + 1]
+    return np.flatnonzero(np.isin(inverse, taken)).astype(np.int64)
+
+
+def split_indices(y_train: np.ndarray, y_test: np.ndarray, cfg: DataConfig,
+                  groups: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of (train, val) into the official train split and of test into the official test split.
 
     Args:
         y_train: labels of the official training split.
         y_test: labels of the official test split.
         cfg: val_size, train_subset, test_subset and split_seed are used.
+        groups: a group name per training item (e.g. the movie of a review): the validation split then takes
+            whole groups (about val_size items) instead of a stratified draw.
 
     Returns:
         (train_idx, val_idx, test_idx), each sorted; train_idx and val_idx are disjoint.
@@ -80,9 +102,15 @@ def split_indices(y_train: np.ndarray, y_test: np.ndarray,
     """
     _check_sizes(len(y_train), len(y_test), cfg)
     rng_val, rng_train, rng_test = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.split_seed).spawn(3))
-    val_idx = stratified_indices(y_train, cfg.val_size, rng_val)
+    if groups is None:
+        val_idx = stratified_indices(y_train, cfg.val_size, rng_val)
+    else:
+        val_idx = grouped_indices(groups, cfg.val_size, rng_val)
     train_idx = np.setdiff1d(np.arange(len(y_train)), val_idx, assume_unique=True)
     if cfg.train_subset is not None:
+        if cfg.train_subset > len(train_idx):
+            raise ConfigError(f"--train-subset: got {cfg.train_subset}, but only {len(train_idx)} training items "
+                              f"remain after the {len(val_idx)}-item validation split")
         train_idx = train_idx[stratified_indices(y_train[train_idx], cfg.train_subset, rng_train)]
     test_idx = np.arange(len(y_test))
     if cfg.test_subset is not None:
@@ -131,3 +159,37 @@ def _to_split(x: np.ndarray, y: np.ndarray, idx: np.ndarray, max_value: float) -
     images.copy_(torch.from_numpy(picked)).div_(max_value)
     labels = torch.from_numpy(y[idx].astype(np.int64))
     return Split(images, labels)
+
+
+def to_text_data(raw: RawText, cfg: DataConfig) -> TextData:
+    """Split `raw` as `cfg` says (validation by whole groups when the source has them) and tokenize every split
+    with a word-level tokenizer fitted on the training split only.
+
+    Raises:
+        DataError: the training split holds a single class (nothing to learn to tell apart).
+
+    Example:
+        data = to_text_data(load_reviews(cfg), cfg)  # data.tokenizer: the fitted WordTokenizer
+    """
+    from tinyfm.data.text import create_tokenizer
+
+    train_idx, val_idx, test_idx = split_indices(raw.y_train, raw.y_test, cfg, groups=raw.groups_train)
+    present = np.unique(raw.y_train[train_idx])
+    if len(present) < 2:
+        names = [raw.class_names[i] for i in present]
+        raise DataError(f"{raw.source}: the training split holds one class only ({', '.join(names)}); a classifier "
+                        "needs at least two (check the label column and --train-subset)")
+    texts = {"train": [raw.texts_train[i] for i in train_idx], "val": [raw.texts_train[i] for i in val_idx],
+             "test": [raw.texts_test[i] for i in test_idx]}
+    tokenizer = create_tokenizer("word", texts["train"], cfg)
+    labels = {"train": raw.y_train[train_idx], "val": raw.y_train[val_idx], "test": raw.y_test[test_idx]}
+    splits = {k: _text_split(texts[k], labels[k], tokenizer) for k in texts}
+    return TextData(splits["train"], splits["val"], splits["test"], class_names=list(raw.class_names),
+                    num_classes=len(raw.class_names), source=raw.source, tokenizer=tokenizer,
+                    word_tokenizer=tokenizer)
+
+
+def _text_split(texts: list[str], y: np.ndarray, tokenizer) -> TextSplit:
+    import torch
+
+    return TextSplit(tokenizer.encode(texts), torch.from_numpy(np.asarray(y, dtype=np.int64)), texts)

@@ -83,13 +83,14 @@ def _example(input_shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
     return x.requires_grad_(True) if x.is_floating_point() else x
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> int:
+def count_macs(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype | None = None) -> int:
     """Multiply-accumulates for one forward pass of one sample (see the module docstring for what counts).
 
     Args:
         model: the module; run once in eval mode (its flags are restored afterwards).
         input_shape: the shape of ONE sample, without the batch axis, e.g. (1, 28, 28).
-        dtype: input dtype (torch.long for token ids; zeros are fed).
+        dtype: input dtype; default: the model's `input_dtype` (torch.long for text models), else float32. Zeros
+            are fed (all padding, for token ids).
 
     Returns:
         The MAC count (FLOPs ≈ 2 × MACs).
@@ -110,7 +111,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtyp
     try:
         model.eval()
         with torch.enable_grad():
-            model(_example(tuple(input_shape), dtype, device))
+            model(_example(tuple(input_shape), dtype or getattr(model, "input_dtype", torch.float32), device))
     finally:
         for h in handles:
             h.remove()

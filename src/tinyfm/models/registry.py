@@ -15,20 +15,31 @@ import difflib
 import fnmatch
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from tinyfm.errors import ConfigError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_TOKENIZERS: dict[str, str] = {}  # text models: name -> the tokenizer kind they read
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a constructor under `name` (names are unique)."""
+Constructor = Callable[..., nn.Module]
 
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+
+def register_model(name: str, tokenizer: str | None = None) -> Callable[[Constructor], Constructor]:
+    """Decorator: register a constructor under `name` (names are unique).
+
+    Args:
+        tokenizer: for a text model, the tokenizer kind its ids come from ("word", "minilm"; see tinyfm.data.text).
+    """
+
+    def deco(fn: Constructor) -> Constructor:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = fn
+        if tokenizer is not None:
+            _TOKENIZERS[name] = tokenizer
         return fn
 
     return deco
@@ -55,4 +66,24 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 def _import_families() -> None:
     # Families register themselves on import; importing here keeps `tinyfm --help` free of model code.
-    from tinyfm.models import resnet, seed_cnn  # noqa: F401
+    from tinyfm.models import minilm, resnet, seed_cnn, seed_text  # noqa: F401
+
+
+def model_tokenizer(name: str) -> str | None:
+    """The tokenizer a registered model reads ("word", "minilm"), or None for a model of images."""
+    _import_families()
+    return _TOKENIZERS.get(name)
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of a model's input: int64 token ids for text models, float32 otherwise."""
+    return getattr(model, "input_dtype", torch.float32)
+
+
+def example_input(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> torch.Tensor:
+    """Zeros of shape (batch, *input_shape) in the model's input dtype (all padding, for a text model).
+
+    Example:
+        export_onnx(model, example_input(model, (64,)), "model.onnx")
+    """
+    return torch.zeros((batch, *input_shape), dtype=input_dtype(model))

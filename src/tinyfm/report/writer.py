@@ -199,6 +199,10 @@ def _results_section(run: _Run, pareto: _doc.Image) -> list[_doc.Block]:
     details = [_variant_detail(r) for r in run.rows if r.get("file") or r.get("notes")]
     if details:
         blocks.append(_doc.Bullets(details))
+    rejected = run.results.get("rejected") or []
+    if rejected:  # built and refused (e.g. by the accuracy gate): shown, so a missing row is never a mystery
+        blocks.append(_doc.Para(f"Not in the table — {len(rejected)} variant(s) refused while building:"))
+        blocks.append(_doc.Bullets([f"**{r['name']}**: {r['reason']}" for r in rejected]))
     return [*blocks, pareto]
 
 
@@ -210,7 +214,8 @@ def _threads_note(rows: list[dict[str, Any]]) -> str:
 def _variant_detail(row: dict[str, Any]) -> str:
     file = f" — `{row['file']}`" if row.get("file") else ""
     notes = f": {row['notes']}" if row.get("notes") else ""
-    return f"**{row['name']}**{file}{notes}"
+    built = f" (built in {row['build_seconds']:.0f} s)" if row.get("build_seconds") is not None else ""
+    return f"**{row['name']}**{file}{notes}{built}"
 
 
 def _parity_section(parity: dict[str, Any] | None) -> list[_doc.Block]:

@@ -129,9 +129,11 @@ def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     # Progress goes to stderr so stdout holds only results (tables, predictions) for pipes and scripts.
+    # Off a terminal the bars are disabled (they would print their last frame): fit logs a plain line per epoch.
+    console = Console(stderr=True)
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
-                    console=Console(stderr=True))
+                    console=console, disable=not console.is_terminal)
 
 
 def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir: str | Path | None = None,
