@@ -63,6 +63,10 @@ def test_bad_flag_value_names_the_flag(tmp_path):
     assert_clean_error(tinyfm("run", "--set", "train.epoch=1", "--out", str(tmp_path / "r")), "train.epoch")
     assert_clean_error(tinyfm("train", "--set", "train.epochs", "--out", str(tmp_path / "r")), "KEY=VALUE")
     assert_clean_error(tinyfm("train", "--grad-accum", "0", "--out", str(tmp_path / "r")), "--grad-accum")
+    assert_clean_error(tinyfm("train", "--set", "train.epochs=1.5", "--out", str(tmp_path / "r")),
+                       "train.epochs: got 1.5, expected an integer")
+    assert_clean_error(tinyfm("compress", str(tmp_path), "--max-drop", "-1"), "--max-drop")  # before any work
+    assert_clean_error(tinyfm("compress", str(tmp_path), "--max-drop", "nan"), "--max-drop")
     assert not (tmp_path / "r").exists()
 
 
@@ -120,3 +124,7 @@ def test_predict_rejects_an_image_of_the_wrong_size(quick_run, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("hello")
     assert_clean_error(tinyfm("predict", str(quick_run), str(text)), "notes.png")
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (14000, 14000)).save(bomb)  # 24 KB on disk, 196 million pixels decoded
+    assert_clean_error(tinyfm("predict", str(quick_run), str(bomb)), "bomb.png", "pixels")
+    assert_clean_error(tinyfm("predict", str(quick_run), str(bad), "-k", "0"), "--top-k")

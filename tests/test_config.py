@@ -72,3 +72,42 @@ def test_set_into_a_value_or_an_unknown_key_is_refused():
         load_recipe("fashion-mnist", parse_set(["train.epochs.x=1"]))
     with pytest.raises(ConfigError, match="unknown setting train.epoch"):
         load_recipe("fashion-mnist", parse_set(["train.epoch=1"]))
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("train.epochs=1.5", "train.epochs: got 1.5, expected an integer"),
+    ("train.epochs=true", "train.epochs: got True, expected an integer"),
+    ("train.device=5", "train.device: got 5, expected a string"),
+    ("model.kwargs=3", "model.kwargs: got 3, expected a mapping"),
+    ("compress.variants=3", "compress.variants: got 3, expected a list"),
+    ("train.lr=[1, 2]", "train.lr: got [1, 2], expected a number"),
+    ("task=bogus", "task: got 'bogus', expected one of image-classification, text-classification"),
+])
+def test_values_of_the_wrong_type_name_the_field(item, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_recipe("fashion-mnist", parse_set([item]))
+
+
+def test_yaml_off_is_the_word_off_where_a_string_belongs():
+    assert load_recipe("fashion-mnist", parse_set(["train.amp=off"])).train.amp == "off"
+
+
+def test_pass_settings_of_the_wrong_type_name_the_pass_and_field():
+    from tinyfm.compress import pass_config
+
+    with pytest.raises(ConfigError, match="compress.prune.lr_scale: got 'abc', expected a number"):
+        pass_config("prune", {"lr_scale": "abc"})
+    with pytest.raises(ConfigError, match="compress.quantize.exclude: got 5, expected a list"):
+        pass_config("quantize", {"exclude": 5})
+
+
+def test_unreadable_recipes_are_one_line_errors(tmp_path):
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe train: {}")
+    with pytest.raises(ConfigError, match="not UTF-8 text \\(bad byte at offset 0\\)"):
+        load_recipe(binary)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: {epochs: [1\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML at line 2") as info:
+        load_recipe(broken)
+    assert "\n" not in str(info.value)

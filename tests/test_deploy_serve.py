@@ -251,6 +251,8 @@ BAD_REQUESTS = {
     "bad top_k in body": (dict(json={"inputs": [[0] * 28] * 28, "top_k": "three"}), 422, "top_k"),
     "bad top_k in query": (dict(json={"inputs": [[0] * 28] * 28}, params={"top_k": 0}), 422, "top_k"),
     "malformed JSON": (dict(content=b'{"inputs": [', headers={"content-type": "application/json"}), 400, "body"),
+    "JSON nested too deeply": (dict(content=b'{"inputs": ' + b"[" * 100000 + b"]" * 100000 + b"}",
+                                    headers={"content-type": "application/json"}), 400, "body"),
     "non-image bytes": (dict(files={"file": ("notes.png", b"these are not pixels")}), 415, "file"),
     "WAV to an image run": (dict(files={"file": ("a.wav", _wav())}), 415, "file"),
     "image of the wrong size": (dict(files={"file": ("big.png", _png_of((32, 32)))}), 422, "file"),

@@ -138,6 +138,8 @@ def predict(run_dir: RunDir, inputs: Annotated[list[Path] | None, typer.Argument
     """Top-k classes with probabilities for each input image, or for each text of a text run."""
     from tinyfm.pipeline import predict_files, predict_texts
 
+    if top_k < 1:
+        raise TinyfmError(f"--top-k: got {top_k}, expected an integer >= 1")
     if text or texts_file:
         for t, preds in predict_texts(run_dir, list(text or []), texts_file, top_k=top_k, onnx=onnx):
             typer.echo(f"{t}: " + ", ".join(f"{name} {p:.1%}" for name, p in preds))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -213,6 +215,9 @@ class RunConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
 
+    def __post_init__(self) -> None:
+        _check_choice("task", self.task, ("image-classification", "text-classification"))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -234,8 +239,51 @@ def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
             hint = f" (did you mean {', '.join(close)}?)" if close else f" (allowed: {', '.join(sorted(names))})"
             raise ConfigError(f"unknown setting {prefix}{key}{hint}")
         sub = hints[key]
-        kwargs[key] = _from_dict(sub, value, f"{prefix}{key}.") if dataclasses.is_dataclass(sub) else value
+        if dataclasses.is_dataclass(sub):
+            kwargs[key] = _from_dict(sub, value, f"{prefix}{key}.")
+        else:
+            if isinstance(value, bool) and not _type_ok(value, sub) and _type_ok("off", sub):
+                value = "on" if value else "off"  # YAML 1.1 reads `amp: off` as false; the user meant the word
+            _check_type(f"{prefix}{key}", value, sub)
+            kwargs[key] = value
     return cls(**kwargs)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether `value` (read from YAML/JSON/--set) fits the annotation `hint` (int is not bool; float takes int)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    if hint in (list, tuple) or origin in (list, tuple):
+        return isinstance(value, list | tuple)
+    return True  # Any and other annotations: the dataclass's own checks decide
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    if hint in names:
+        return names[hint]
+    origin = typing.get_origin(hint) or hint
+    return {dict: "a mapping", list: "a list", tuple: "a list"}.get(origin, str(hint))
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    if not _type_ok(value, hint):
+        raise ConfigError(f"{name}: got {value!r}, expected {_describe(hint)}")
 
 
 def list_recipes() -> list[str]:
@@ -249,7 +297,12 @@ def _read_recipe(recipe: str | Path) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
             raise ConfigError(f"--recipe: {path} not found")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"--recipe: {path} is not UTF-8 text (bad byte at offset {e.start})") from None
+        except OSError as e:
+            raise ConfigError(f"--recipe: {path}: {e.strerror}") from None
         where = str(path)
     elif recipe in list_recipes():
         text = resources.files("tinyfm.recipes").joinpath(f"{recipe}.yaml").read_text(encoding="utf-8")
@@ -262,7 +315,9 @@ def _read_recipe(recipe: str | Path) -> dict[str, Any]:
     try:
         d = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(d).__name__}")
     return d

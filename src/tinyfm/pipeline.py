@@ -456,10 +456,15 @@ def compress_run(run_dir: str | Path, passes: str | None = None, max_drop: float
     The fp32 artefacts (model.safetensors, model.onnx) are never touched. Raises TinyfmError (exit 2) when a
     variant was refused by its accuracy gate or when no variant fits `max_drop`, after writing the others.
     """
+    import math
+
     from tinyfm.compress.runner import parse_passes, validate_specs
+    from tinyfm.config import _check_range
     from tinyfm.models import load_model
     from tinyfm.report import write_report
 
+    if max_drop is not None and (not math.isfinite(max_drop) or max_drop < 0):
+        _check_range("--max-drop", max_drop if math.isfinite(max_drop) else -1, 0)  # before any work: exit 2
     run_dir = Path(run_dir)
     cfg, data = _load_for_run(run_dir, data_dir)
     specs = parse_passes(passes) if passes else cfg.compress.variants

@@ -17,6 +17,10 @@ from tinyfm.errors import DataError
 NPY_MAGIC = b"\x93NUMPY"
 
 
+MAX_PIXELS = 4096 * 4096
+"""Largest image decoded (a decompression bomb is refused before Pillow allocates it)."""
+
+
 def read_image_array(data: bytes, name: str) -> np.ndarray:
     """Decode image bytes: .npy (by name or magic bytes) as stored, anything Pillow reads as 8-bit greyscale.
 
@@ -31,11 +35,19 @@ def read_image_array(data: bytes, name: str) -> np.ndarray:
             raise DataError(f"{name}: not a readable .npy array ({e})") from None
     from PIL import Image, UnidentifiedImageError
 
+    too_big = None
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("L"))
+            if im.width * im.height > MAX_PIXELS:  # checked before decoding: a 24 KB PNG can hold 196M pixels
+                too_big = im.size
+            else:
+                return np.asarray(im.convert("L"))
+    except Image.DecompressionBombError:
+        too_big = "too many"
     except (UnidentifiedImageError, OSError, ValueError):  # OSError: truncated or corrupt image data
         raise DataError(f"{name}: not an image Pillow can read (expected PNG, JPEG or .npy)") from None
+    size = "too many" if isinstance(too_big, str) else f"{too_big[0]}x{too_big[1]}"
+    raise DataError(f"{name}: image of {size} pixels, more than the {MAX_PIXELS:,} tinyfm decodes")
 
 
 def to_model_input(a: np.ndarray, shape: tuple[int, ...], name: str, invert: bool = False) -> np.ndarray:

@@ -342,6 +342,8 @@ def _json_inputs(body: bytes, options: dict[str, Any]) -> Any:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
         raise InputError("body", f"body: not valid JSON ({msg})", expected, status=400) from None
+    except RecursionError:  # [[[[...]]]] thousands deep: Python's parser gives up before any shape check
+        raise InputError("body", "body: JSON nested too deeply", expected, status=400) from None
     if not isinstance(doc, dict) or "inputs" not in doc:
         raise InputError("inputs", "inputs: missing from the JSON body", expected)
     _json_options(doc, options)
