@@ -130,7 +130,7 @@ def test_fine_tunes_by_distillation(fashion_small, tmp_path) -> None:
 @pytest.mark.parametrize(("settings", "flag"), [
     ({"temperature": 0.0}, "--temperature"), ({"alpha": 1.01}, "--alpha"), ({"alpha": -1}, "--alpha"),
     ({"epochs": -1}, "--epochs"), ({"lr_scale": 0}, "--lr-scale"), ({"init": "kaiming"}, "--init"),
-    ({"include": "features.3"}, "--include"),
+    ({"include": "features.3"}, "include: got 'features.3', expected a list"),
 ])
 def test_bad_config_names_the_flag(settings, flag) -> None:
     with pytest.raises(ConfigError, match=flag):

@@ -82,7 +82,8 @@ def test_eval_export_predict_report_on_the_run(quick_run, tmp_path):
     before = (quick_run / "model.onnx").read_bytes()
     out = tinyfm("export", str(quick_run))
     assert out.returncode == 0 and "argmax agreement 100.00%" in out.stdout, out.stdout + out.stderr
-    assert len((quick_run / "model.onnx").read_bytes()) == len(before)
+    after = (quick_run / "model.onnx").read_bytes()  # the same graph; dynamo's symbol names (s21, s83) may differ
+    assert abs(len(after) - len(before)) <= 0.001 * len(before)
     out = tinyfm("report", str(quick_run))
     assert out.returncode == 0 and "fp32-onnx" in out.stdout
     json.loads((quick_run / "results.json").read_text())
