@@ -1,13 +1,16 @@
-"""The compression table of the main job: every variant of the seed CNN, measured in one run.
+"""The compression table of a main job: every variant of the trained model, measured in one run.
 
-Runs `tinyfm run` (the default recipe: fp32, int8, structured pruning, dsconv, low rank, distillation), or
-reads an existing run directory with --run, and writes benchmarks/out/compress.json and the `compress`
-section of BENCHMARKS.md (and of README.md and docs/compression.md, between their `compress` markers).
-The numbers come from the run's results.json: nothing is typed twice.
+Runs `tinyfm run` (the default recipe: fp32, int8, structured pruning, dsconv, low rank, distillation; or
+--recipe reviews: MiniLM fine-tuned, its int8 form, word-level students with and without distillation), or
+reads an existing run directory with --run, and writes benchmarks/out/<section>.json and that section of
+BENCHMARKS.md (`compress` for the images, `nlp` for the reviews), and the same table between the section's
+markers in README.md / docs/compression.md / docs/nlp.md. The numbers come from the run's results.json:
+nothing is typed twice.
 
 Usage:
     python benchmarks/compress.py                      # tinyfm run into runs/fashion-mnist, then the table
     python benchmarks/compress.py --run runs/fashion-mnist
+    python benchmarks/compress.py --recipe reviews --run runs/reviews
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from _common import machine_line, save_json, update_section  # noqa: E402
 from tinyfm.io import read_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = (ROOT / "README.md", ROOT / "docs" / "compression.md")
+# recipe -> (section name, title, the documents that show the table between `<!-- section:begin/end -->`)
+SECTIONS = {
+    "fashion-mnist": ("compress", "Compression: every variant of the seed CNN",
+                      (ROOT / "README.md", ROOT / "docs" / "compression.md")),
+    "reviews": ("nlp", "Text: MiniLM fine-tuned, its int8 form and distilled students",
+                (ROOT / "README.md", ROOT / "docs" / "nlp.md")),
+}
 from tinyfm.report import markdown_table, variant_rows  # noqa: E402
 
 
@@ -34,28 +43,32 @@ def main() -> None:
     ap.add_argument("--recipe", default="fashion-mnist")
     args = ap.parse_args()
     run_dir = args.run
-    command = f"python benchmarks/compress.py --run {run_dir}" if run_dir else "python benchmarks/compress.py"
+    recipe = "" if args.recipe == "fashion-mnist" else f" --recipe {args.recipe}"
+    command = f"python benchmarks/compress.py{recipe}" + (f" --run {run_dir}" if run_dir else "")
     if run_dir is None:
         run_dir = Path("runs") / args.recipe
         subprocess.run([sys.executable, "-m", "tinyfm", "run", "--recipe", args.recipe, "--out", str(run_dir)],
                        check=True)
+    section, title, docs = SECTIONS.get(args.recipe, ("compress", f"Compression ({args.recipe})", ()))
     results = read_json(run_dir / "results.json")
     rows = variant_rows(results)
-    save_json("compress", {"run": str(run_dir), "results": results, "rows": rows})
+    unit = "texts" if results.get("task") == "text-classification" else "images"
+    save_json(section, {"run": str(run_dir), "results": results, "rows": rows})
     rejected = "".join(f"\n- rejected **{r['name']}**: {r['reason']}" for r in results.get("rejected", []))
     notes = "".join(f"\n- **{v['name']}**: {v['notes']}" for v in results["variants"] if v.get("notes"))
-    body = (f"## Compression: every variant of the seed CNN (`tinyfm run`, recipe {args.recipe})\n\n"
+    body = (f"## {title} (`tinyfm run`, recipe {args.recipe})\n\n"
             f"{markdown_table(rows)}\n\nΔ, size × and speed-ups are against {results.get('baseline')}; test split "
-            f"({results['data']['test']} images); latency batch 1, throughput batch "
+            f"({results['data']['test']:,} {unit}); latency batch 1, throughput batch "
             f"{results['variants'][0].get('throughput_batch')}, {results['machine'].get('threads')} threads, "
             f"{results['variants'][0].get('repeats')} interleaved rounds (median).{notes}{rejected}\n\n"
-            f"Command: `{command}` (the run itself: `tinyfm run`, {results.get('seconds_total', 0) / 60:.1f} min"
+            f"Command: `{command}` (the run itself: `tinyfm run{recipe}`, "
+            f"{results.get('seconds_total', 0) / 60:.1f} min"
             f"{_stages(results)})  \n"
             f"Machine: {machine_line({**results['machine'], 'loadavg': []})}")
-    update_section("compress", body)
-    for doc in DOCS:  # the same table where the README and the compression guide show it (between the markers)
-        if "<!-- compress:begin -->" in doc.read_text(encoding="utf-8"):
-            update_section("compress", body.replace("## Compression", "### Compression", 1), doc)
+    update_section(section, body)
+    for doc in docs:  # the same table where the README and the guides show it (between the markers)
+        if f"<!-- {section}:begin -->" in doc.read_text(encoding="utf-8"):
+            update_section(section, body.replace("## ", "### ", 1), doc)
     print(body)
 
 

@@ -93,6 +93,19 @@ def test_missing_run_directory(tmp_path):
     assert_clean_error(tinyfm("report", str(tmp_path / "no-run")), "no-run")
 
 
+@pytest.mark.parametrize(("damage", "fragment"), [
+    (("config.json", '{"name": 3}'), "config.json: name"), (("config.json", "[1, 2]"), "config.json"),
+    (("config.json", "{bad"), "config.json: not valid JSON"), (("results.json", "{bad"), "results.json"),
+    (("model.safetensors", "garbage"), "model.safetensors"),
+])
+def test_damaged_run_files_name_the_file(quick_run, tmp_path, damage, fragment):
+    run = tmp_path / "run"
+    shutil.copytree(quick_run, run)
+    (run / damage[0]).write_text(damage[1], encoding="utf-8")
+    command = "report" if damage[0] == "results.json" else "eval"
+    assert_clean_error(tinyfm(command, str(run)), fragment)
+
+
 def test_failed_run_leaves_the_previous_run_untouched(tmp_path, monkeypatch):
     from tinyfm import pipeline
     from tinyfm.config import load_recipe

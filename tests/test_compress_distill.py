@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -174,3 +175,41 @@ def test_a_teacher_reading_another_input_gets_its_own_columns_and_is_cached() ->
     assert len(calls) == 1 and calls[0].shape == (4, 1)  # the teacher saw only its own columns, once
     torch.testing.assert_close(task.teacher_logits(train.x[:4, 6:]), teacher.logits[:4].detach())
     assert out["logits"].shape == (4, 2)
+
+
+@pytest.mark.parametrize("name", ["tiny-minilm", "tiny-seed-text"])
+def test_fill_cache_trims_padding_and_gives_the_untrimmed_logits(name) -> None:
+    if name == "tiny-minilm":
+        pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    teacher = create_model(name, num_classes=2, vocab_size=1000).eval()
+    assert teacher.ignores_trailing_padding
+    lengths = torch.tensor([3, 12, 1, 7, 12, 5, 2])
+    ids = torch.randint(2, 1000, (7, 16)) * (torch.arange(16) < lengths[:, None])  # padded with 0 at the end
+    ids = torch.cat([ids, ids[:2]])  # two repeated rows: computed once
+    seen = []
+    teacher.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    task = DistillTask(teacher, cache=True)
+    assert task.fill_cache(ids, batch_size=3) == 7
+    assert max(s[1] for s in seen) == 12 and min(s[1] for s in seen) < 12  # batches cut to their longest text
+    calls = len(seen)
+    with torch.no_grad():
+        full = teacher(ids)
+    torch.testing.assert_close(task.teacher_logits(ids), full, atol=1e-5, rtol=1e-4)
+    assert len(seen) == calls + 1  # only the reference call above: every logit came from the cache
+
+
+def test_students_of_one_run_share_the_teachers_logits() -> None:
+    from tinyfm.compress.distill import _shared_cache
+
+    ctx = PassContext(None, None, TrainConfig(), ".")
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    assert _shared_cache(ctx, a) is _shared_cache(dataclasses.replace(ctx), a)  # a replaced context shares it
+    assert _shared_cache(ctx, b) is not _shared_cache(ctx, a)
+
+
+def test_transfer_copies_need_the_teacher() -> None:
+    with pytest.raises(ConfigError, match="--transfer-copies"):
+        pass_config("distill", {"alpha": 0.0, "transfer_copies": 2})
+    with pytest.raises(ConfigError, match="--transfer-drop"):
+        pass_config("distill", {"transfer_drop": 1.0})

@@ -72,3 +72,17 @@ def test_save_and_load_give_the_same_ids(tmp_path) -> None:
     torch.testing.assert_close(again.encode(CORPUS), tok.encode(CORPUS))
     with pytest.raises(DataError, match="tokenizer.json"):
         load_tokenizer(tmp_path / "missing")
+
+
+def test_drop_words_removes_words_in_order_and_keeps_one():
+    from tinyfm.data.text import drop_words
+
+    texts = ["a fine and moving film about two brothers", "short", ""]
+    out = drop_words(texts, 0.5, seed=3)
+    assert out == drop_words(texts, 0.5, seed=3) and out != drop_words(texts, 0.5, seed=4)  # seeded
+    words = texts[0].split()
+    kept = out[0].split()
+    assert 0 < len(kept) < len(words) and kept == [w for w in words if w in kept]  # a subsequence, in order
+    assert out[1] == "short" and out[2] == ""  # one word is never removed; an empty text stays empty
+    assert drop_words(texts, 0.0) == texts
+    assert all(drop_words(["x y z"], 0.99, seed=s)[0] for s in range(20))  # never empty

@@ -46,6 +46,37 @@ def test_exported_file_carries_no_debug_records(exported: tuple[nn.Module, Path]
     assert b"stack_trace" not in blob and b"site-packages" not in blob  # no build-machine paths ship
 
 
+def test_compact_names_shrinks_the_file_and_keeps_the_outputs(exported: tuple[nn.Module, Path], tmp_path) -> None:
+    from tinyfm.deploy.onnx import compact_names
+
+    proto = onnx.load(str(exported[1]))
+    assert compact_names(proto)
+    small = tmp_path / "compact.onnx"
+    onnx.save(proto, str(small))
+    onnx.checker.check_model(str(small))
+    assert small.stat().st_size < exported[1].stat().st_size
+    assert [i.name for i in proto.graph.input] == ["input"] and [o.name for o in proto.graph.output] == ["logits"]
+    assert all(not n.name for n in proto.graph.node) and not proto.graph.value_info
+    assert all(t.name.startswith("t") and len(t.name) <= 3 for t in proto.graph.initializer)
+    x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(OrtModel(small)(x), OrtModel(exported[1])(x))
+
+
+def test_compact_names_leaves_graphs_with_subgraphs_alone() -> None:
+    from onnx import TensorProto, helper
+
+    from tinyfm.deploy.onnx import compact_names
+
+    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["y_then"])], "then", [],
+                               [helper.make_tensor_value_info("y_then", TensorProto.FLOAT, [1])])
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch, name="branch")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    proto = helper.make_model(graph)
+    before = proto.SerializeToString()
+    assert not compact_names(proto) and proto.SerializeToString() == before
+
+
 def test_dynamo_exporter_is_used_when_onnxscript_is_installed(exported: tuple[nn.Module, Path]) -> None:
     pytest.importorskip("onnxscript")
     assert exporter_used(exported[1]) == "dynamo"

@@ -30,7 +30,8 @@ RECIPE = {
         {"name": "int8-dynamic", "passes": [{"pass": "quantize", "mode": "dynamic", "max_drop": 100}]},
         {"name": "seed-text", "passes": [{"pass": "distill", "student": "tiny-seed-text", "alpha": 0.0,
                                           "compare_scratch": False, "epochs": 2, "lr": 0.003}]},
-        {"name": "distill+int8", "passes": [{"pass": "distill", "student": "tiny-text-cnn", "epochs": 2, "lr": 0.003},
+        {"name": "distill+int8", "passes": [{"pass": "distill", "student": "tiny-text-cnn", "epochs": 2, "lr": 0.003,
+                                             "transfer_copies": 1, "train": {"token_dropout": 0.2}},
                                             {"pass": "quantize", "mode": "dynamic", "max_drop": 100}]},
     ]},
 }
@@ -85,6 +86,10 @@ def test_students_read_their_own_tokenizer(text_run) -> None:
         assert tok.kind == "word" and tok.vocab_size == 10000 and tok.max_length == 32
     steps = read_json(text_run / "variants" / "distill+int8" / "variant.json")["steps"]
     assert steps[0]["changes"]["gain_pp"] is not None and steps[1]["changes"]["quantized_weights"] >= 1
+    # one word-dropped copy of every training text, labelled by the teacher: twice the scratch student's data
+    alone = read_json(text_run / "variants" / "seed-text" / "variant.json")["steps"][0]["changes"]
+    assert steps[0]["changes"]["transfer_copies"] == 1
+    assert steps[0]["changes"]["train_samples"] == 2 * alone["train_samples"] > 0
 
 
 def test_predict_texts_with_torch_and_onnx(text_run, tmp_path) -> None:

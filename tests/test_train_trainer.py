@@ -123,3 +123,26 @@ def test_bf16_autocast_trains_on_cpu(fashion_small):
     sub = type(fashion_small.train)(fashion_small.train.x[:256], fashion_small.train.y[:256])
     r = fit(create_model("tiny-seed-cnn"), sub, None, TrainConfig(epochs=1, amp="bf16", **FAST), progress=False)
     assert r.amp == "bfloat16" and math.isfinite(r.history[0]["train_loss"])
+
+
+def test_token_dropout_removes_words_and_keeps_the_rest_in_order():
+    from tinyfm.train import drop_tokens
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 0, 0]] * 64)
+    out = drop_tokens(ids, torch.Generator().manual_seed(0), 0.5)
+    assert out.shape == ids.shape and not torch.equal(out, ids)
+    for row in out.tolist():
+        kept = [i for i in row if i]
+        assert kept == sorted(kept) and set(kept) <= {5, 6, 7, 8, 9, 10}  # a subsequence, in order
+        assert row[len(kept):] == [0] * (len(row) - len(kept))  # the padding is at the end, no holes
+    assert 0.3 < (out != 0).sum().item() / (ids != 0).sum().item() < 0.7
+    paired = torch.cat([ids, ids + 100], dim=1)  # a distillation row: the teacher's ids after column 8
+    out = drop_tokens(paired, torch.Generator().manual_seed(0), 0.5, width=8)
+    assert torch.equal(out[:, 8:], ids + 100)
+    assert torch.equal(drop_tokens(ids, torch.Generator(), 0.0), ids)
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, float("nan")])
+def test_token_dropout_outside_0_1_is_refused(value):
+    with pytest.raises(ConfigError, match="--token-dropout"):
+        TrainConfig(token_dropout=value)

@@ -119,6 +119,9 @@ class TrainConfig:
     """Fraction of steps spent warming up (onecycle/cosine)."""
     label_smoothing: float = 0.0
     """Cross-entropy label smoothing."""
+    token_dropout: float = 0.0
+    """Text models: the probability that each training token is removed from its text, drawn afresh every step
+    (word dropout, Iyyer et al. 2015); 0 = off. Validation and test texts are never changed."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
     clip_grad: float | None = None
@@ -144,6 +147,8 @@ class TrainConfig:
         _check_range("--lr", self.lr, 0)
         _check_range("--grad-accum", self.grad_accum, 1)
         _check_range("--warmup-frac", self.warmup_frac, 0, 1)
+        if not 0 <= self.token_dropout < 1:  # also rejects NaN
+            raise ConfigError(f"--token-dropout: got {self.token_dropout!r}, expected a value in [0, 1)")
         _check_choice("--optimizer", self.optimizer, ("adam", "adamw", "sgd"))
         _check_choice("--schedule", self.schedule, ("none", "cosine", "onecycle"))
         _check_choice("--amp", self.amp, ("auto", "off", "bf16", "fp16"))

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tinyfm.config import RunConfig
-from tinyfm.errors import TinyfmError
+from tinyfm.errors import ConfigError, TinyfmError
 from tinyfm.io import read_json, write_json
 from tinyfm.rundir import staged_run_dir
 
@@ -275,7 +275,11 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise TinyfmError(f"{run_dir}: run directory not found")
-    return RunConfig.from_dict(read_json(run_dir / "config.json"))
+    path = run_dir / "config.json"
+    try:
+        return RunConfig.from_dict(read_json(path))
+    except ConfigError as e:  # a hand-edited or damaged file: say which one
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def with_data_dir(cfg: RunConfig, data_dir: str | None) -> RunConfig:

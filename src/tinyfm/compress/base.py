@@ -47,6 +47,9 @@ class PassContext:
     """Show progress bars while fine-tuning."""
     data: Any = None
     """Text runs: the TextData `train`/`val` came from (its texts re-encode for a student with another tokenizer)."""
+    memo: dict[str, Any] = field(default_factory=dict)
+    """What the passes of one run share (the teacher's logits per text: every distilled student of a run costs one
+    teacher pass in all)."""
 
 
 @dataclass

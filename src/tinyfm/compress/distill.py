@@ -49,7 +49,8 @@ class DistillTask:
     student is called through that wrapper; the teacher stays a plain module, so DDP never sees its weights.
 
     Teacher logits are recomputed every step by default (augmented image batches differ every epoch); with
-    `cache` they are kept per input row (keyed by its bytes), so a fixed text corpus costs one teacher pass.
+    `cache` they are kept per teacher input row (keyed by its bytes), so a fixed text corpus costs one teacher
+    pass, even when the student's half of each row is changed by word dropout (TrainConfig.token_dropout).
 
     A teacher that reads another input than the student (MiniLM's WordPiece ids vs the student's word ids) gets
     its own: each training row is the student's ids followed by the teacher's, and `student_width` says where
@@ -62,7 +63,8 @@ class DistillTask:
         label_smoothing: label smoothing of the cross-entropy term.
         student_width: columns of each input row that are the student's (the rest are the teacher's); None =
             both read the whole row.
-        cache: keep the teacher's logits per input row (the inputs must not be augmented).
+        cache: keep the teacher's logits per teacher input row (the teacher's inputs must not be augmented); a dict
+            is used as the cache itself (shared by the students of one run).
 
     Returns (per call):
         {"loss", "logits" (the student's), "kd" and "ce" (the two terms, detached)}.
@@ -73,11 +75,12 @@ class DistillTask:
     """
 
     def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.7,
-                 label_smoothing: float = 0.0, student_width: int | None = None, cache: bool = False) -> None:
+                 label_smoothing: float = 0.0, student_width: int | None = None,
+                 cache: bool | dict[bytes, torch.Tensor] = False) -> None:
         check_distill_settings(temperature, alpha)
         self.teacher, self.temperature, self.alpha = teacher, float(temperature), float(alpha)
         self.label_smoothing, self.student_width = label_smoothing, student_width
-        self._cache: dict[bytes, torch.Tensor] | None = {} if cache else None
+        self._cache: dict[bytes, torch.Tensor] | None = cache if isinstance(cache, dict) else ({} if cache else None)
 
     def split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the student's input, the teacher's input) of a batch."""
@@ -85,20 +88,53 @@ class DistillTask:
         return (x, x) if w is None else (x[:, :w], x[:, w:])
 
     @torch.no_grad()
-    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits for batch `x` (eval mode, no gradients, on x's device)."""
+    def _run_teacher(self, x: torch.Tensor) -> torch.Tensor:
         weight = next(self.teacher.parameters(), None)
         if weight is not None and weight.device != x.device:
             self.teacher.to(x.device)
         self.teacher.eval()  # every call: BatchNorm/Dropout must not switch to training behaviour
+        return self.teacher(x).float()
+
+    @torch.no_grad()
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for the teacher's input `x` (eval mode, no gradients, on x's device)."""
         if self._cache is None:
-            return self.teacher(x).float()
+            return self._run_teacher(x)
         keys = [row.tobytes() for row in x.cpu().numpy()]
         todo = [i for i, k in enumerate(keys) if k not in self._cache]
         if todo:
-            fresh = self.teacher(x[todo]).float().cpu()
+            fresh = self._run_teacher(x[todo]).cpu()
             self._cache.update(zip((keys[i] for i in todo), fresh, strict=True))
         return torch.stack([self._cache[k] for k in keys]).to(x.device)
+
+    @torch.no_grad()
+    def fill_cache(self, x: torch.Tensor, batch_size: int = 256, device: str | torch.device = "cpu") -> int:
+        """Compute the teacher's logits for every row of its input `x` not cached yet; returns how many.
+
+        Rows go through the teacher shortest first, and when the teacher `ignores_trailing_padding` (MiniLM) each
+        batch is cut to its longest text: a corpus of short reviews padded to 64 ids costs about half the time.
+        The teacher runs on `device`; the cache is kept on the CPU.
+        """
+        if self._cache is None:
+            raise ValueError("fill_cache: this DistillTask was made without cache=True")
+        from tinyfm.models.seed_text import PAD_ID
+
+        keys = [row.tobytes() for row in x.cpu().numpy()]
+        first: dict[bytes, int] = {}  # one row per distinct input
+        for i, k in enumerate(keys):
+            if k not in self._cache:
+                first.setdefault(k, i)
+        todo = list(first.values())
+        lengths = (x[todo] != PAD_ID).sum(1) if todo else torch.zeros(0)
+        order = [todo[j] for j in torch.argsort(lengths, stable=True).tolist()]
+        trim = bool(getattr(self.teacher, "ignores_trailing_padding", False))
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            xb = x[idx].to(device)
+            if trim:
+                xb = xb[:, :max(1, int((xb != PAD_ID).sum(1).max()))]
+            self._cache.update(zip((keys[j] for j in idx), self._run_teacher(xb).cpu(), strict=True))
+        return len(order)
 
     def loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
              y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -183,6 +219,13 @@ class Config:
     train: dict[str, Any] = field(default_factory=dict)
     """Other training settings of the student (TrainConfig fields, e.g. {batch_size: 64, weight_decay: 0.0});
     the rest are the run's."""
+    transfer_copies: int = 0
+    """Text: add this many copies of every training text with words removed at random (transfer_drop), labelled
+    by the teacher's soft targets, to the student's training set (the augmented transfer set of Tang et al. 2019,
+    "Distilling Task-Specific Knowledge from BERT into Simple Neural Networks", arXiv:1903.12136). The scratch
+    twin trains on the original texts. 0 = the training texts only."""
+    transfer_drop: float = 0.2
+    """Probability that a word is removed from a transfer copy."""
 
     def __post_init__(self) -> None:
         check_distill_settings(self.temperature, self.alpha)
@@ -194,6 +237,12 @@ class Config:
             raise ConfigError(f"--student-kwargs: got {self.student_kwargs!r}, expected a mapping")
         _check_student(self.student)
         _check_train(self.train)
+        _check_range("--transfer-copies", self.transfer_copies, 0)
+        if not 0 <= self.transfer_drop < 1:  # also rejects NaN
+            raise ConfigError(f"--transfer-drop: got {self.transfer_drop!r}, expected a value in [0, 1)")
+        if self.transfer_copies and self.alpha == 0:
+            raise ConfigError("--transfer-copies: the copies are labelled by the teacher, which alpha 0 never runs "
+                              "(set --alpha > 0 or --transfer-copies 0)")
 
 
 def _check_train(settings: Any) -> None:
@@ -248,18 +297,53 @@ def _student_context(ctx: PassContext, student: str) -> PassContext:
     return dataclasses.replace(ctx, train=data.train, val=data.val, data=data, input_shape=tuple(data.input_shape))
 
 
-def _task(teacher: nn.Module, cfg: Config, ctx: PassContext, sctx: PassContext) -> tuple[Any, Any]:
+def _transfer_set(ctx: PassContext, sctx: PassContext, cfg: Config) -> tuple[Any, Any]:
+    """(the student's, the teacher's) training splits: the training texts, then cfg.transfer_copies word-dropped
+    copies of them (text only), each encoded by each model's tokenizer."""
+    from tinyfm.data.dataset import Split
+    from tinyfm.data.text import drop_words
+
+    if not cfg.transfer_copies or ctx.data is None:
+        return sctx.train, ctx.train
+    texts = ctx.data.train.texts
+    extra = [t for k in range(cfg.transfer_copies) for t in drop_words(texts, cfg.transfer_drop, seed=k)]
+    y = ctx.train.y.repeat(cfg.transfer_copies + 1)
+    teacher = Split(torch.cat([ctx.train.x, ctx.data.tokenizer.encode(extra)]), y)
+    if sctx is ctx:
+        return teacher, teacher
+    return Split(torch.cat([sctx.train.x, sctx.data.tokenizer.encode(extra)]), y), teacher
+
+
+def _shared_cache(ctx: PassContext, source: nn.Module) -> dict[bytes, torch.Tensor]:
+    """The run's cache of `source`'s logits per input row (ctx.memo), so students of one teacher share it."""
+    caches = ctx.memo.setdefault("teacher_logits", [])  # [(teacher model, cache)]; `is`, not id(): no reuse
+    for model, cache in caches:
+        if model is source:
+            return cache
+    caches.append((source, {}))
+    return caches[-1][1]
+
+
+def _task(teacher: nn.Module, cfg: Config, ctx: PassContext, sctx: PassContext,
+          source: nn.Module) -> tuple[Any, Any]:
     """(the training task, the training split it reads). alpha 0 trains on the labels alone: no teacher pass."""
     from tinyfm.train import ClassificationTask
 
     if cfg.alpha == 0:
         return ClassificationTask(ctx.train_cfg.label_smoothing), None
+    student_train, teacher_train = _transfer_set(ctx, sctx, cfg)
     paired = sctx is not ctx  # the teacher reads another tokenizer's ids: each row carries both
-    train = paired_split(sctx.train, ctx.train) if paired else None
-    width = int(sctx.train.x.shape[1]) if paired else None
-    # Text is never augmented, so one teacher pass over the corpus serves every epoch (and the scratch twin).
+    train = paired_split(student_train, teacher_train) if paired else student_train
+    width = int(student_train.x.shape[1]) if paired else None
+    if ctx.data is None:  # images: augmented batches differ every step, the teacher runs on each
+        return DistillTask(teacher, cfg.temperature, cfg.alpha, ctx.train_cfg.label_smoothing), train
+    # Text: the teacher's ids are never augmented (word dropout changes the student's half of each row only), so
+    # one teacher pass over the corpus, done up front and shared with the run's other students, serves every epoch.
     task = DistillTask(teacher, cfg.temperature, cfg.alpha, ctx.train_cfg.label_smoothing, student_width=width,
-                       cache=ctx.data is not None)
+                       cache=_shared_cache(ctx, source))
+    from tinyfm.train import select_device
+
+    task.fill_cache(teacher_train.x, ctx.train_cfg.eval_batch_size, select_device(ctx.train_cfg.device))
     return task, train
 
 
@@ -274,7 +358,8 @@ def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
     """
     from tinyfm.models import create_model
 
-    teacher = clone(ctx.teacher if ctx.teacher is not None else model)
+    source = ctx.teacher if ctx.teacher is not None else model
+    teacher = clone(source)
     before = size_record(teacher, ctx)
     sctx = _student_context(ctx, config.student)
     data_kwargs = sctx.data.model_kwargs() if sctx.data is not None else {}
@@ -282,12 +367,14 @@ def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
     torch.manual_seed(ctx.train_cfg.seed)  # the student's initial weights, shared with the scratch baseline
     student = create_model(config.student, **kwargs)
     init = copy.deepcopy(student.state_dict())
-    task, train = _task(teacher, config, ctx, sctx)
+    task, train = _task(teacher, config, ctx, sctx, source)
     with_teacher = val_accuracy(_train(student, sctx, config, task, train), sctx)
     scratch = _scratch_accuracy(config, kwargs, init, sctx) if config.compare_scratch else None
     changes = {"spec": {"name": config.student, "kwargs": kwargs}, "teacher_val_accuracy": before["val_accuracy"],
                "with_teacher_val_accuracy": with_teacher, "scratch_val_accuracy": scratch,
-               "gain_pp": None if scratch is None else 100.0 * (with_teacher - scratch)}
+               "gain_pp": None if scratch is None else 100.0 * (with_teacher - scratch),
+               "train_samples": len((train if train is not None else sctx.train).y),
+               "transfer_copies": config.transfer_copies if ctx.data is not None else 0}
     return PassResult(name=f"distill-{config.student}", model=student, config=config, transform=None,
                       changes=changes, before=before, after=size_record(student, sctx),
                       ctx=sctx if sctx is not ctx else None)

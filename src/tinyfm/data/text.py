@@ -87,6 +87,26 @@ def split_words(text: str, segmenter: str = "words", lowercase: bool = True) -> 
     return words
 
 
+def drop_words(texts: Sequence[str], p: float, seed: int = 0) -> list[str]:
+    """Each text with every whitespace-separated token removed with probability `p` (at least one is kept).
+
+    Text-level word dropout, so that every tokenizer (word ids, MiniLM's WordPiece) encodes the same shortened
+    text: the augmented transfer set of the distill pass. Text without spaces (Chinese) is one token, kept whole.
+
+    Example:
+        drop_words(["a fine and moving film"], 0.4, seed=1)  # e.g. ['a fine moving']
+    """
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for text in texts:
+        tokens = text.split()
+        kept = [t for t in tokens if rng.random() >= p]
+        out.append(" ".join(kept) if kept else (rng.choice(tokens) if tokens else text))
+    return out
+
+
 def _pad(rows: Sequence[Sequence[int]], max_length: int) -> torch.Tensor:
     """(N, max_length) int64: each row truncated at the end or padded with PAD_ID at the end."""
     import torch

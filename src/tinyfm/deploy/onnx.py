@@ -163,6 +163,54 @@ def _strip_debug_info(graph) -> None:
                 _strip_debug_info(g)
 
 
+def _short_name(i: int) -> str:
+    """0 -> "t0", 35 -> "tz", 36 -> "t10": base-36 names, unique and short."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        i, r = divmod(i, 36)
+        out = digits[r] + out
+        if not i:
+            return "t" + out
+
+
+def compact_names(proto: onnx.ModelProto) -> bool:
+    """Shrink `proto` in place without changing what it computes: every tensor but the graph's inputs and outputs
+    gets a short name ("t0", "t1", ...), node names and recorded intermediate shapes (value_info) are dropped, and
+    so are opset imports no node uses. Returns False (and changes nothing) for graphs with subgraphs (If/Loop),
+    whose inner nodes may name outer tensors.
+
+    The names of a quantized QDQ graph ("features.3.weight_DequantizeLinear_Output", ...) are 5% of a 100 KB
+    int8 file; ORT fuses Q/DQ pairs by pattern, never by name, so the renamed file runs the same kernels.
+
+    Example:
+        proto = onnx.load(path); compact_names(proto); onnx.save(proto, path)
+    """
+    graph = proto.graph
+    if any(a.type in (a.GRAPH, a.GRAPHS) for n in graph.node for a in n.attribute):
+        return False
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, _short_name(len(names)))
+
+    for t in graph.initializer:
+        t.name = short(t.name)
+    for node in graph.node:
+        node.name = ""
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    del graph.value_info[:]
+    used = {n.domain for n in graph.node} | {""}
+    kept = [o for o in proto.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+    return True
+
+
 def _first_line(e: BaseException) -> str:
     text = _ANSI.sub("", str(e)).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__

@@ -94,7 +94,12 @@ class MiniLMClassifier(TextModel):
         pooling: mean (masked mean of the last hidden states) | cls (the [CLS] state).
         dropout: before the head.
         config: a BertConfig as a dict instead of MiniLM's (random init; the tiny test variant).
+
+    Padding at the end of a row changes nothing (the attention mask and the pooling skip it, positions count from
+    the start): `ignores_trailing_padding` lets callers cut a batch to its longest text (distillation does).
     """
+
+    ignores_trailing_padding = True
 
     def __init__(self, num_classes: int = 2, vocab_size: int | None = None, pretrained: bool = True,
                  pooling: str = "mean", dropout: float = 0.1, config: dict[str, Any] | None = None) -> None:

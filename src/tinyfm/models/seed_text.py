@@ -42,9 +42,14 @@ def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class TextModel(nn.Module):
-    """Marks a model whose input is int64 token ids (B, L) (its tokenizer is named at registration)."""
+    """Marks a model whose input is int64 token ids (B, L) (its tokenizer is named at registration).
+
+    `ignores_trailing_padding`: whether the output is the same when padding columns at the end of a batch are cut
+    off (true for models that mask padding everywhere; seed-text's unmasked "mean" pooling is not).
+    """
 
     input_dtype = torch.long
+    ignores_trailing_padding = False
 
 
 class _Head(nn.Module):
@@ -69,6 +74,7 @@ class SeedText(TextModel):
         if pooling not in ("masked", "mean"):
             raise ValueError(f"pooling: got {pooling!r}, expected masked or mean")
         self.vocab_size, self.pooling = vocab_size, pooling
+        self.ignores_trailing_padding = pooling == "masked"
         # No padding_idx: Keras' Embedding trains the padding row too (it matters only for pooling="mean").
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         self.hidden = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU())

@@ -267,7 +267,7 @@ def _final_epoch_facts(metrics: list[dict[str, Any]]) -> list[str]:
     ]
     speeds = [r["images_per_s"] for r in metrics if is_number(r.get("images_per_s"))]
     if speeds:
-        facts.append(f"**training throughput**: {sum(speeds) / len(speeds):,.0f} images/s (mean over epochs)")
+        facts.append(f"**training throughput**: {sum(speeds) / len(speeds):,.0f} samples/s (mean over epochs)")
     return facts
 
 
@@ -279,7 +279,7 @@ _EPOCH_COLUMNS = (
     ("Val acc %", "val_accuracy", fmt_percent),
     ("LR", "lr", fmt_sci),
     ("Time", "seconds", fmt_seconds),
-    ("Images/s", "images_per_s", fmt_int),
+    ("Samples/s", "images_per_s", fmt_int),
 )
 
 

@@ -64,6 +64,24 @@ def shift_and_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
+def drop_tokens(ids: torch.Tensor, gen: torch.Generator, p: float, width: int | None = None) -> torch.Tensor:
+    """Word dropout on a batch of token ids (B, L): each non-padding id is removed with probability `p`, the rest
+    move left in order and the row is padded again (PAD_ID 0), so the model sees a shorter text, not holes.
+
+    Only the first `width` columns are changed (a distillation row carries the teacher's ids after them).
+
+    Example:
+        drop_tokens(torch.tensor([[5, 6, 7, 0]]), torch.Generator().manual_seed(0), 0.5)  # e.g. [[5, 7, 0, 0]]
+    """
+    from tinyfm.models.seed_text import PAD_ID
+
+    head, tail = (ids, None) if width is None else (ids[:, :width], ids[:, width:])
+    keep = (torch.rand(head.shape, generator=gen) >= p) & (head != PAD_ID)
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept ids first, in their order
+    out = torch.where(torch.gather(keep, 1, order), torch.gather(head, 1, order), torch.full_like(head, PAD_ID))
+    return out if tail is None else torch.cat([out, tail], dim=1)
+
+
 def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     warm = max(1, int(cfg.warmup_frac * total_steps)) if cfg.schedule == "onecycle" else 0
 
@@ -210,6 +228,8 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
                     xb = train.x[ib]
                     if augment:
                         xb = shift_and_flip(xb, aug_gen)
+                    if cfg.token_dropout > 0 and not xb.is_floating_point():
+                        xb = drop_tokens(xb, aug_gen, cfg.token_dropout, getattr(task, "student_width", None))
                     xb, yb = _to_device(xb, device, cfg.channels_last), _to_device(train.y[ib], device)
                     # DDP all-reduces gradients during backward; on all but the last micro-batch it must not. Forward
                     # and backward both belong inside no_sync (torch DistributedDataParallel.no_sync docs).
@@ -285,7 +305,7 @@ def _epoch_info(r: dict[str, Any]) -> str:
     s = f"loss {r['train_loss']:.4f} acc {r['train_accuracy']:.2%}"
     if "val_accuracy" in r:
         s += f" | val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.2%}"
-    return s + f" | {r['images_per_s']:.0f} img/s"
+    return s + f" | {r['images_per_s']:.0f} samples/s"
 
 
 def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, best_state):
