@@ -463,12 +463,11 @@ def compress_run(run_dir: str | Path, passes: str | None = None, max_drop: float
     import math
 
     from tinyfm.compress.runner import parse_passes, validate_specs
-    from tinyfm.config import _check_range
     from tinyfm.models import load_model
     from tinyfm.report import write_report
 
-    if max_drop is not None and (not math.isfinite(max_drop) or max_drop < 0):
-        _check_range("--max-drop", max_drop if math.isfinite(max_drop) else -1, 0)  # before any work: exit 2
+    if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):  # before any work: exit 2
+        raise ConfigError(f"--max-drop: got {max_drop!r}, expected a number of percentage points >= 0")
     run_dir = Path(run_dir)
     cfg, data = _load_for_run(run_dir, data_dir)
     specs = parse_passes(passes) if passes else cfg.compress.variants

@@ -125,7 +125,7 @@ class DistillTask:
             if k not in self._cache:
                 first.setdefault(k, i)
         todo = list(first.values())
-        lengths = (x[todo] != PAD_ID).sum(1) if todo else torch.zeros(0)
+        lengths = (x[todo] != PAD_ID).sum(1)
         order = [todo[j] for j in torch.argsort(lengths, stable=True).tolist()]
         trim = bool(getattr(self.teacher, "ignores_trailing_padding", False))
         for i in range(0, len(order), batch_size):
@@ -196,6 +196,14 @@ def distill_finetune(student: nn.Module, teacher: nn.Module | None, ctx: PassCon
     if teacher is not None:
         task = DistillTask(clone(teacher), temperature, alpha, ctx.train_cfg.label_smoothing)
     return finetune(student, ctx, epochs, lr_scale, task=task)
+
+
+def recover(model: nn.Module, original: nn.Module, cfg: Any, ctx: PassContext) -> nn.Module:
+    """Fine-tune a structurally changed `model` (pruned, factorised) for cfg.finetune_epochs at cfg.lr_scale,
+    distilling from the unchanged `original` when cfg.distill (NNCF/Torch-Pruning practice: the original's soft
+    targets recover more accuracy per epoch than the labels alone)."""
+    return distill_finetune(model, original if cfg.distill else None, ctx, cfg.finetune_epochs,
+                            lr_scale=cfg.lr_scale)
 
 
 # ---- the pass -----------------------------------------------------------------------------------------------------
@@ -327,7 +335,7 @@ def _shared_cache(ctx: PassContext, source: nn.Module) -> dict[bytes, torch.Tens
 def _task(teacher: nn.Module, cfg: Config, ctx: PassContext, sctx: PassContext,
           source: nn.Module) -> tuple[Any, Any]:
     """(the training task, the training split it reads). alpha 0 trains on the labels alone: no teacher pass."""
-    from tinyfm.train import ClassificationTask
+    from tinyfm.train import ClassificationTask, select_device
 
     if cfg.alpha == 0:
         return ClassificationTask(ctx.train_cfg.label_smoothing), None
@@ -341,8 +349,6 @@ def _task(teacher: nn.Module, cfg: Config, ctx: PassContext, sctx: PassContext,
     # one teacher pass over the corpus, done up front and shared with the run's other students, serves every epoch.
     task = DistillTask(teacher, cfg.temperature, cfg.alpha, ctx.train_cfg.label_smoothing, student_width=width,
                        cache=_shared_cache(ctx, source))
-    from tinyfm.train import select_device
-
     task.fill_cache(teacher_train.x, ctx.train_cfg.eval_batch_size, select_device(ctx.train_cfg.device))
     return task, train
 

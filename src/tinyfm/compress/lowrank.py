@@ -215,10 +215,9 @@ def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
         set_submodule_(new, name, factorize(new.get_submodule(name), rank))
     torch.manual_seed(ctx.train_cfg.seed)
     if ranks:
-        from tinyfm.compress.distill import distill_finetune
+        from tinyfm.compress.distill import recover
 
-        distill_finetune(new, model if config.distill else None, ctx, config.finetune_epochs,
-                         lr_scale=config.lr_scale)
+        recover(new, model, config, ctx)
     transform = {"kind": "lowrank", "ranks": ranks} if ranks else None
     after = size_record(new, ctx)
     changes = {"ranks": ranks, "layers": {n: {k: v for k, v in p.items() if k != "skip"} for n, p in plans.items()

@@ -39,6 +39,7 @@ from tinyfm.compress.base import (
     select_modules,
     size_record,
 )
+from tinyfm.compress.distill import recover
 from tinyfm.errors import ConfigError, TinyfmError
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -271,14 +272,6 @@ def _structured_transform(before: dict[str, tuple[int, int, int]], after: dict[s
             "groups": {n: after[n][2] for n in changed if after[n][2] > 1}}
 
 
-def _recover(pruned: nn.Module, original: nn.Module, cfg: Config, ctx: PassContext) -> None:
-    """Fine-tune after a pruning step, distilling from the unpruned model when cfg.distill (NNCF/Torch-Pruning
-    practice: the original's soft targets recover more accuracy per epoch than the labels alone)."""
-    from tinyfm.compress.distill import distill_finetune
-
-    distill_finetune(pruned, original if cfg.distill else None, ctx, cfg.finetune_epochs, lr_scale=cfg.lr_scale)
-
-
 def _apply_structured(model: nn.Module, cfg: Config, ctx: PassContext) -> PassResult:
     pruned, shapes0 = clone(model), _shapes(model)
     ratio = _channel_ratio(pruned, cfg, ctx)
@@ -289,7 +282,7 @@ def _apply_structured(model: nn.Module, cfg: Config, ctx: PassContext) -> PassRe
             _accumulate_grads(pruned, ctx)
         pruner.step()
         pruned.zero_grad(set_to_none=True)
-        _recover(pruned, model, cfg, ctx)
+        recover(pruned, model, cfg, ctx)
     shapes1 = _shapes(pruned)
     transform = _structured_transform(shapes0, shapes1, ctx.input_shape)
     changes = {"method": "structured", "channel_ratio": ratio, "layers": _channel_changes(shapes0, shapes1)}
@@ -401,7 +394,7 @@ def _apply_unstructured(model: nn.Module, cfg: Config, ctx: PassContext) -> Pass
         _prune_weights_(layers, cfg, amount, ctx, sparse)
         # The masks stay in place while fine-tuning from the trained weights: the forward pre-hook recomputes
         # weight = weight_orig * weight_mask, so pruned weights stay zero and get zero gradient.
-        _recover(sparse, model, cfg, ctx)
+        recover(sparse, model, cfg, ctx)
     for m in layers.values():
         torch_prune.remove(m, "weight")  # bake the mask in: plain `weight` tensors, no weight_orig/weight_mask
     changes = {"method": "unstructured", "target_sparsity": cfg.sparsity, "sparsity": _sparsity_record(layers),

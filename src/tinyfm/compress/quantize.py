@@ -642,7 +642,8 @@ class _Run:
         if not _int8_weights(self.candidate):
             raise TinyfmError(f"{self.cfg.variant}: no weight layer was quantized (op types "
                               f"{self.quantize.op_types or 'all'}, kept fp32: {self.excluded or 'none'})")
-        return self.score.accuracy(self.score.logits(self.candidate))
+        self.logits = self.score.logits(self.candidate)  # kept: compacting the final file is checked against them
+        return self.score.accuracy(self.logits)
 
     def drop(self, ref_acc: float) -> float:
         return _drop_pp(ref_acc, self.accuracy)
@@ -672,8 +673,8 @@ def _qat(model: nn.Module, first: _Run, cfg: Config, ctx: PassContext, score: _S
     return tuned, _Run(path, cfg, ctx, score, scratch)
 
 
-def _compact(path: Path, score: _Scorer) -> None:
-    """Rewrite `path` with short tensor names if its validation logits stay exactly the same; else leave it."""
+def _compact(path: Path, score: _Scorer, before: np.ndarray) -> None:
+    """Rewrite `path` with short tensor names if its validation logits stay exactly `before`; else leave it."""
     import onnx
 
     from tinyfm.deploy.onnx import compact_names
@@ -681,7 +682,6 @@ def _compact(path: Path, score: _Scorer) -> None:
     proto = onnx.load(str(path))
     if not compact_names(proto):
         return
-    before = score.logits(path)
     tmp = path.with_name(f"{path.stem}.compact.onnx")
     onnx.save(proto, str(tmp))
     if np.array_equal(score.logits(tmp), before):
@@ -748,7 +748,7 @@ def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
             shutil.move(str(run.candidate), rejected)
             raise AccuracyGateError(cfg.variant, ref_acc, run.accuracy, cfg.max_drop, excluded, run.table, rejected)
         if cfg.compact_names:
-            _compact(run.candidate, score)
+            _compact(run.candidate, score, run.logits)
         final = workdir / f"{cfg.variant}.onnx"
         shutil.move(str(run.candidate), final)  # same filesystem (scratch is inside workdir): an atomic rename
     static = cfg.mode != "dynamic"  # dynamic int8 has no calibration: activations are scaled per batch at run time
