@@ -2,7 +2,8 @@
 
 Variants (all through tinyfm's `fit`, global batch 64, Adam, seed-cnn on Fashion-MNIST):
   1 process x 2 threads (the baseline) | 2 processes x 1 thread (torchrun, DDP over gloo) |
-  AMP bf16 autocast | torch.compile | channels_last | the baseline with OpenMP's default (spinning) wait policy
+  AMP bf16 autocast | torch.compile | channels_last | channels_last with the seed's layer order (ReLU before
+  max-pool; tinyfm pools first, the same function) | the baseline with OpenMP's default (spinning) wait policy
 Each variant runs in a fresh process (so compile caches and thread pools do not leak between them), trains
 2 epochs, and reports the second epoch's images/s (the first includes compilation and warm-up). The variants
 alternate within each round and the order rotates between rounds.
@@ -33,6 +34,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bf16": {"label": "AMP bf16 autocast (1 x 2)", "nproc": 1, "threads": 2, "amp": "bf16"},
     "compile": {"label": "torch.compile (1 x 2)", "nproc": 1, "threads": 2, "compile": True},
     "channels_last": {"label": "channels_last (1 x 2)", "nproc": 1, "threads": 2, "channels_last": True},
+    "seed-order": {"label": "channels_last, ReLU before pool as in the seed (1 x 2)", "nproc": 1, "threads": 2,
+                   "channels_last": True, "relu_before_pool": True},
     # The baseline with OpenMP's default wait policy even when --omp-wait-policy is given: on a busy machine
     # spinning worker threads are what makes 2 threads slower than 1.
     "omp-default": {"label": "1 x 2, OMP_WAIT_POLICY unset", "nproc": 1, "threads": 2, "omp_default": True},
@@ -53,7 +56,7 @@ def worker(a: argparse.Namespace) -> None:
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=2e-3, threads=a.threads, device="cpu",
                       amp=a.amp, compile=a.compile, channels_last=a.channels_last)
     torch.manual_seed(0)
-    result = fit(create_model("seed-cnn"), data, None, cfg, progress=False)
+    result = fit(create_model("seed-cnn", relu_before_pool=a.relu_before_pool), data, None, cfg, progress=False)
     if int(os.environ.get("RANK", 0)) == 0:
         Path(a.out).write_text(json.dumps(result.history))
     D.shutdown(D.init_distributed(torch.device("cpu")))
@@ -64,6 +67,7 @@ def _command(v: dict[str, Any], a: argparse.Namespace, out: Path) -> list[str]:
             "--batch-size", str(a.batch_size), "--threads", str(v["threads"]), "--amp", v.get("amp", "off"),
             "--out", str(out)]
     args += ["--compile"] * v.get("compile", False) + ["--channels-last"] * v.get("channels_last", False)
+    args += ["--relu-before-pool"] * v.get("relu_before_pool", False)
     if v["nproc"] > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(v["nproc"]), "--standalone",
                 *args]
@@ -133,6 +137,7 @@ def main() -> None:
     p.add_argument("--amp", default="off", help=argparse.SUPPRESS)
     p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--relu-before-pool", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:

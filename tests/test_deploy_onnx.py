@@ -15,6 +15,7 @@ import tinyfm.deploy.onnx as deploy_onnx
 from tinyfm.config import ExportConfig
 from tinyfm.deploy import OrtModel, check_parity, export_onnx, exporter_used
 from tinyfm.errors import TinyfmError
+from tinyfm.models import create_model
 
 
 def small_cnn() -> nn.Module:
@@ -80,6 +81,42 @@ def test_compact_names_leaves_graphs_with_subgraphs_alone() -> None:
 def test_dynamo_exporter_is_used_when_onnxscript_is_installed(exported: tuple[nn.Module, Path]) -> None:
     pytest.importorskip("onnxscript")
     assert exporter_used(exported[1]) == "dynamo"
+
+
+def test_dynamo_exports_a_channels_last_model_from_a_batch_of_one(tmp_path: Path) -> None:
+    # torch.export specialises size-1 dims; a channels_last seed CNN traced at batch 1 failed ("Invalid ranges")
+    # and fell back to TorchScript until the example is repeated to batch 2 for the trace.
+    pytest.importorskip("onnxscript")
+    model = create_model("tiny-seed-cnn").to(memory_format=torch.channels_last)
+    path = export_onnx(model, torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx")
+    assert exporter_used(path) == "dynamo"
+    assert OrtModel(path)(np.zeros((3, 1, 28, 28), np.float32)).shape == (3, 10)
+
+
+def test_the_seed_cnn_graph_has_relu_next_to_its_conv(tmp_path: Path) -> None:
+    # The model pools before its ReLU (faster training); the file puts each ReLU back after its Conv, the
+    # pattern ORT fuses, and computes the same logits.
+    model = create_model("tiny-seed-cnn").eval()
+    path = export_onnx(model, torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx")
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops[ops.index("Conv"):ops.index("Reshape")] == ["Conv", "Relu", "MaxPool"] * 2 + ["Conv", "Relu"]
+    stats = check_parity(model, path, torch.rand(50, 1, 28, 28), batch_size=25)
+    assert stats["max_abs_diff"] <= ExportConfig().atol and stats["argmax_agreement"] == 1.0
+
+
+def test_relu_before_pool_leaves_a_shared_pool_output_alone() -> None:
+    from onnx import TensorProto, helper
+
+    from tinyfm.deploy.onnx import relu_before_pool
+
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2]), helper.make_node("Relu", ["p"], ["r"]),
+             helper.make_node("Add", ["p", "r"], ["y"])]  # p feeds Relu and Add: swapping would change Add's input
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, 4, 4]) for n in ("x", "y")]
+    graph = helper.make_graph(nodes, "g", info[:1], info[1:])
+    assert relu_before_pool(graph) == 0 and [n.op_type for n in graph.node] == ["MaxPool", "Relu", "Add"]
+    alone = helper.make_graph(nodes[:2], "g", info[:1], [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)])
+    assert relu_before_pool(alone) == 1 and [(n.op_type, list(n.input), list(n.output)) for n in alone.node] == [
+        ("Relu", ["x"], ["p"]), ("MaxPool", ["p"], ["r"])]
 
 
 def test_batch_axis_is_dynamic(exported: tuple[nn.Module, Path]) -> None:

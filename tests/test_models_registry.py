@@ -39,6 +39,24 @@ def test_seed_cnn_layers_are_the_seeds():
     assert [(lin.in_features, lin.out_features) for lin in linears] == [(576, 64), (64, 10)]
 
 
+def test_seed_cnn_pool_first_is_the_seeds_function():
+    # Pooling before the ReLU is the same function as the seed's ReLU-then-pool: same outputs, same gradients.
+    torch.manual_seed(0)
+    fast = create_model("seed-cnn")
+    seed_order = create_model("seed-cnn", relu_before_pool=True)
+    assert [type(m).__name__ for m in seed_order.features] == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU",
+                                                               "MaxPool2d", "Conv2d", "ReLU"]
+    assert [type(m).__name__ for m in fast.features][1:3] == ["MaxPool2d", "ReLU"]
+    seed_order.load_state_dict(fast.state_dict())  # same parameter names: runs of either order load in the other
+    x = torch.rand(8, 1, 28, 28)
+    out_fast, out_seed = fast(x), seed_order(x)
+    assert torch.allclose(out_fast, out_seed, atol=1e-6)
+    out_fast.sum().backward()
+    out_seed.sum().backward()
+    for a, b in zip(fast.parameters(), seed_order.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5)
+
+
 def test_list_models_glob_and_tiny_variants():
     assert "seed-cnn" in list_models("*cnn*") and "resnet-small" not in list_models("*cnn*")
     families = {n.removeprefix("tiny-") for n in list_models("tiny-*")}

@@ -96,6 +96,11 @@ def _export_dynamo(model: nn.Module, x: torch.Tensor, path: Path, opset: int, ax
     # dynamic_shapes is positional (a tuple matching forward's args) so it works whatever forward's argument
     # is called; the output's dynamic axes follow from the input's.
     dims = {a: torch.export.Dim(re.sub(r"\W", "_", s), min=1) for a, s in axes.get(INPUT_NAME, {}).items()}
+    # torch.export specialises dimensions of size 0 or 1 ("0/1 specialization"), and a channels_last model traced
+    # at batch 1 can fail on it ("Invalid ranges"): trace each dynamic axis at size >= 2 (the example repeated).
+    for a in dims:
+        if x.shape[a] < 2:
+            x = torch.cat([x, x], dim=a)
     # On failure torch.export prints the partial FX graph to stderr (pages of it); the fallback warning says
     # why it failed, so that dump is dropped. On success whatever was written is passed on.
     captured = io.StringIO()
@@ -142,9 +147,45 @@ def _finish(tmp: Path, exporter: str, axes: dict[str, dict[int, str]]) -> list[s
     proto.metadata_props.extend(kept)
     proto.metadata_props.add(key=EXPORTER_KEY, value=exporter)
     _strip_debug_info(proto.graph)
+    relu_before_pool(proto.graph)
     onnx.save(proto, str(tmp))
     onnx.checker.check_model(str(tmp))
     return []
+
+
+def relu_before_pool(graph) -> int:
+    """Rewrite each MaxPool -> Relu pair into Relu -> MaxPool; return how many were swapped.
+
+    The two orders compute the same function (ReLU is monotone: max(relu(a), relu(b)) == relu(max(a, b))).
+    tinyfm's seed CNN pools first because training is faster that way (ReLU's backward touches a quarter of the
+    values); inference wants the ReLU next to its convolution, the pattern ONNX Runtime fuses into one kernel (fp32
+    FusedConv, and in a QDQ int8 graph a QLinearConv whose output range absorbs the ReLU, with no float detour).
+    Only a MaxPool whose single output feeds that Relu alone is touched; the two nodes trade places in the node
+    list, so the graph stays topologically sorted.
+    """
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    position = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    nodes, swapped = list(graph.node), []
+    for j, relu in enumerate(nodes):
+        i = position.get(relu.input[0]) if relu.op_type == "Relu" and relu.input else None
+        pool = nodes[i] if i is not None else None
+        if pool is None or pool.op_type != "MaxPool" or len(pool.output) != 1 or consumers[pool.output[0]] != 1:
+            continue
+        x, mid, y = pool.input[0], pool.output[0], relu.output[0]
+        relu.input[0], relu.output[0], pool.input[0], pool.output[0] = x, mid, mid, y
+        nodes[i], nodes[j] = nodes[j], nodes[i]
+        swapped.append(mid)  # `mid` now holds the un-pooled ReLU output: its recorded shape is stale
+    if swapped:
+        stale = set(swapped)
+        kept = [v for v in graph.value_info if v.name not in stale]
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return len(swapped)
 
 
 def _strip_debug_info(graph) -> None:

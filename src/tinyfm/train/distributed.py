@@ -72,5 +72,8 @@ def barrier(ctx: DistContext) -> None:
 
 
 def shutdown(ctx: DistContext) -> None:
+    """Leave the process group once every rank is done (a rank tearing gloo down while its peer is still in a
+    collective or connected can abort the peer at exit)."""
     if ctx.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
