@@ -213,3 +213,44 @@ def test_transfer_copies_need_the_teacher() -> None:
         pass_config("distill", {"alpha": 0.0, "transfer_copies": 2})
     with pytest.raises(ConfigError, match="--transfer-drop"):
         pass_config("distill", {"transfer_drop": 1.0})
+
+
+class _WordTeacher(nn.Module):
+    """A text model whose head reads [polarity * 3, noise...] per word: the first principal direction is known."""
+
+    def __init__(self, polarity: torch.Tensor) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        feats = torch.cat([polarity[:, None] * 3.0, torch.randn(len(polarity), 7, generator=g) * 0.3], 1)
+        self.table = nn.Embedding.from_pretrained(torch.cat([torch.zeros(1, 8), feats]))  # id 0: padding
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.table(ids).sum(1))
+
+
+def test_teacher_word_vectors_keep_what_the_teacher_separates() -> None:
+    from tinyfm.compress.distill import teacher_word_vectors
+
+    words = [f"w{i}" for i in range(40)]
+    polarity = torch.tensor([1.0 if i % 2 else -1.0 for i in range(40)])
+    teacher = _WordTeacher(polarity)
+
+    def encode(ws: list[str]) -> torch.Tensor:  # the teacher's own tokenizer: one id per word, padded to 3
+        return torch.tensor([[int(w[1:]) + 1, 0, 0] for w in ws])
+
+    v = teacher_word_vectors(teacher, encode, words, dim=4, batch_size=16)
+    assert v.shape == (40, 4) and v.std().item() == pytest.approx(1.0, rel=1e-4)
+    sign = torch.sign(v[:, 0])
+    assert torch.equal(sign, polarity) or torch.equal(sign, -polarity)  # component 1 = the teacher's polarity
+    assert not teacher.head._forward_pre_hooks  # the recording hook is removed again
+    with pytest.raises(ConfigError, match="--init-embeddings.*16-wide"):
+        teacher_word_vectors(teacher, encode, words, dim=16)
+
+
+def test_init_embeddings_needs_a_text_student(fashion_small, tmp_path) -> None:
+    ctx = PassContext(fashion_small.train, fashion_small.val, TrainConfig(epochs=1, threads=1), tmp_path,
+                      progress=False)
+    with pytest.raises(ConfigError, match="--init-embeddings: needs a text run"):
+        apply_pass("distill", create_model("tiny-seed-cnn"), {"student": "tiny-seed-cnn", "init_embeddings": True,
+                                                              "compare_scratch": False}, ctx)

@@ -31,7 +31,8 @@ RECIPE = {
         {"name": "seed-text", "passes": [{"pass": "distill", "student": "tiny-seed-text", "alpha": 0.0,
                                           "compare_scratch": False, "epochs": 2, "lr": 0.003}]},
         {"name": "distill+int8", "passes": [{"pass": "distill", "student": "tiny-text-cnn", "epochs": 2, "lr": 0.003,
-                                             "transfer_copies": 1, "train": {"token_dropout": 0.2}},
+                                             "transfer_copies": 1, "init_embeddings": True,
+                                             "train": {"token_dropout": 0.2}},
                                             {"pass": "quantize", "mode": "dynamic", "max_drop": 100}]},
     ]},
 }
@@ -89,6 +90,8 @@ def test_students_read_their_own_tokenizer(text_run) -> None:
     # one word-dropped copy of every training text, labelled by the teacher: twice the scratch student's data
     alone = read_json(text_run / "variants" / "seed-text" / "variant.json")["steps"][0]["changes"]
     assert steps[0]["changes"]["transfer_copies"] == 1
+    assert steps[0]["changes"]["embeddings_from_teacher"] > 1000  # every vocabulary word, from the teacher
+    assert alone["embeddings_from_teacher"] == 0
     assert steps[0]["changes"]["train_samples"] == 2 * alone["train_samples"] > 0
 
 

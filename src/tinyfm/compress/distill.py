@@ -234,6 +234,11 @@ class Config:
     twin trains on the original texts. 0 = the training texts only."""
     transfer_drop: float = 0.2
     """Probability that a word is removed from a transfer copy."""
+    init_embeddings: bool = False
+    """Text: start the student's word embeddings from the teacher (see :func:`teacher_word_vectors`): every word of
+    the student's vocabulary is read alone by the teacher and the features its last Linear layer sees are reduced
+    by PCA to the student's embedding width. The scratch twin keeps the random start, so the reported gain covers
+    both uses of the teacher."""
 
     def __post_init__(self) -> None:
         check_distill_settings(self.temperature, self.alpha)
@@ -322,6 +327,63 @@ def _transfer_set(ctx: PassContext, sctx: PassContext, cfg: Config) -> tuple[Any
     return Split(torch.cat([sctx.train.x, sctx.data.tokenizer.encode(extra)]), y), teacher
 
 
+@torch.no_grad()
+def teacher_word_vectors(teacher: nn.Module, encode: Any, words: list[str], dim: int, batch_size: int = 256,
+                         device: str | torch.device = "cpu") -> torch.Tensor:
+    """(len(words), dim) word vectors from a trained text model: each word alone goes through `teacher` (ids from
+    its own tokenizer, `encode`), the input of its last nn.Linear (MiniLM: the mean-pooled sentence vector the
+    head reads) is recorded, centred, and projected on its `dim` principal components; the result is scaled to
+    unit standard deviation overall (nn.Embedding's N(0, 1) start), keeping the components' relative spread.
+
+    A fine-tuned teacher's features are organised by what it learned to tell apart, so the first components
+    carry the word's polarity: the student starts knowing every vocabulary word, including the ones its few
+    thousand training texts use twice.
+    """
+    from tinyfm.models.seed_text import PAD_ID
+
+    heads = [m for m in teacher.modules() if isinstance(m, nn.Linear)]
+    if not heads:
+        raise ConfigError("--init-embeddings: the teacher has no Linear layer whose input could be read")
+    feats: list[torch.Tensor] = []
+    hook = heads[-1].register_forward_pre_hook(lambda _m, args: feats.append(args[0].detach().float().cpu()))
+    trim = bool(getattr(teacher, "ignores_trailing_padding", False))
+    teacher.to(device).eval()
+    try:
+        for i in range(0, len(words), batch_size):
+            ids = encode(words[i:i + batch_size]).to(device)
+            if trim:
+                ids = ids[:, :max(1, int((ids != PAD_ID).sum(1).max()))]
+            teacher(ids)
+    finally:
+        hook.remove()
+    f = torch.cat(feats).flatten(1)
+    if dim > min(f.shape):
+        raise ConfigError(f"--init-embeddings: the student's {dim}-wide embeddings need at least {dim} words and "
+                          f"teacher features; got {f.shape[0]} words of {f.shape[1]} features")
+    f = f - f.mean(0)
+    _, _, v = torch.linalg.svd(f, full_matrices=False)  # rows of v: principal directions, largest first
+    z = f @ v[:dim].T
+    return z / z.std().clamp_min(1e-12)
+
+
+def _init_embeddings(student: nn.Module, teacher: nn.Module, ctx: PassContext, sctx: PassContext) -> int:
+    """Overwrite the rows of the student's vocabulary words with :func:`teacher_word_vectors`; returns how many."""
+    from tinyfm.train import select_device
+
+    table = getattr(student, "embedding", None)
+    words = getattr(getattr(sctx.data, "tokenizer", None), "words", None)
+    if ctx.data is None or not isinstance(table, nn.Embedding) or words is None:
+        raise ConfigError("--init-embeddings: needs a text run and a student with a word-level embedding table "
+                          "(seed-text, text-cnn)")
+    vectors = teacher_word_vectors(teacher, ctx.data.tokenizer.encode, list(words), table.embedding_dim,
+                                   ctx.train_cfg.eval_batch_size, select_device(ctx.train_cfg.device))
+    with torch.no_grad():  # word i has id i + 2 (0 is padding, 1 out-of-vocabulary: the mean word, 0 once centred)
+        table.weight[2:2 + len(words)] = vectors.to(table.weight)
+        table.weight[1] = 0.0
+    teacher.cpu()
+    return len(words)
+
+
 def _shared_cache(ctx: PassContext, source: nn.Module) -> dict[bytes, torch.Tensor]:
     """The run's cache of `source`'s logits per input row (ctx.memo), so students of one teacher share it."""
     caches = ctx.memo.setdefault("teacher_logits", [])  # [(teacher model, cache)]; `is`, not id(): no reuse
@@ -372,7 +434,8 @@ def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
     kwargs = {"num_classes": _num_classes(teacher, ctx.input_shape), **data_kwargs, **config.student_kwargs}
     torch.manual_seed(ctx.train_cfg.seed)  # the student's initial weights, shared with the scratch baseline
     student = create_model(config.student, **kwargs)
-    init = copy.deepcopy(student.state_dict())
+    init = copy.deepcopy(student.state_dict())  # the scratch twin's start: before the teacher's embeddings
+    initialised = _init_embeddings(student, teacher, ctx, sctx) if config.init_embeddings else 0
     task, train = _task(teacher, config, ctx, sctx, source)
     with_teacher = val_accuracy(_train(student, sctx, config, task, train), sctx)
     scratch = _scratch_accuracy(config, kwargs, init, sctx) if config.compare_scratch else None
@@ -380,7 +443,8 @@ def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
                "with_teacher_val_accuracy": with_teacher, "scratch_val_accuracy": scratch,
                "gain_pp": None if scratch is None else 100.0 * (with_teacher - scratch),
                "train_samples": len((train if train is not None else sctx.train).y),
-               "transfer_copies": config.transfer_copies if ctx.data is not None else 0}
+               "transfer_copies": config.transfer_copies if ctx.data is not None else 0,
+               "embeddings_from_teacher": initialised}
     return PassResult(name=f"distill-{config.student}", model=student, config=config, transform=None,
                       changes=changes, before=before, after=size_record(student, sctx),
                       ctx=sctx if sctx is not ctx else None)
