@@ -141,3 +141,18 @@ def test_predict_rejects_an_image_of_the_wrong_size(quick_run, tmp_path):
     Image.new("1", (14000, 14000)).save(bomb)  # 24 KB on disk, 196 million pixels decoded
     assert_clean_error(tinyfm("predict", str(quick_run), str(bomb)), "bomb.png", "pixels")
     assert_clean_error(tinyfm("predict", str(quick_run), str(bad), "-k", "0"), "--top-k")
+
+
+def test_summary_names_only_the_reports_that_exist(quick_run, tmp_path, capsys) -> None:
+    # `tinyfm train` writes no report: the closing line must not point at files that are not there.
+    from tinyfm.cli import _print_summary
+    from tinyfm.io import read_json
+
+    results = read_json(quick_run / "results.json")
+    _print_summary(quick_run, results)
+    words = " ".join(capsys.readouterr().out.split())  # rich may wrap the line
+    assert f"report: {quick_run / 'report.html'}, {quick_run / 'report.md'}" in words
+    shutil.copy(quick_run / "results.json", tmp_path / "results.json")
+    _print_summary(tmp_path, results)
+    words = " ".join(capsys.readouterr().out.split())
+    assert "report.html" not in words and f"no report yet: tinyfm report {tmp_path}" in words

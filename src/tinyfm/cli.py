@@ -246,8 +246,8 @@ def report(run_dir: RunDir) -> None:
     from tinyfm.io import read_json
     from tinyfm.report import write_report
 
-    paths = write_report(run_dir)
-    _print_summary(run_dir, read_json(run_dir / "results.json"), paths)
+    write_report(run_dir)
+    _print_summary(run_dir, read_json(run_dir / "results.json"))
 
 
 @app.command()
@@ -269,14 +269,17 @@ def recipes() -> None:
         typer.echo(name)
 
 
-def _print_summary(run_dir: Path, results: dict[str, Any], paths: dict[str, Path] | None = None) -> None:
+def _print_summary(run_dir: Path, results: dict[str, Any]) -> None:
     from rich.console import Console
 
     from tinyfm.report import results_table
 
     console = Console(width=None if sys.stdout.isatty() else 160)  # a pipe or file gets the whole table
     console.print(results_table(results))
-    console.print(f"run directory: [bold]{run_dir}[/]  (report: {run_dir / 'report.html'}, {run_dir / 'report.md'})")
+    reports = [str(p) for p in (run_dir / "report.html", run_dir / "report.md") if p.is_file()]
+    # `tinyfm train` writes no report: say how to get one instead of naming files that are not there
+    where = f"report: {', '.join(reports)}" if reports else f"no report yet: tinyfm report {run_dir}"
+    console.print(f"run directory: [bold]{run_dir}[/]  ({where})")
 
 
 def main() -> None:
