@@ -117,7 +117,7 @@ class DistillTask:
         """
         if self._cache is None:
             raise ValueError("fill_cache: this DistillTask was made without cache=True")
-        from tinyfm.models.seed_text import PAD_ID
+        from tinyfm.models.seed_text import PAD_ID, trim_padding
 
         keys = [row.tobytes() for row in x.cpu().numpy()]
         first: dict[bytes, int] = {}  # one row per distinct input
@@ -127,12 +127,9 @@ class DistillTask:
         todo = list(first.values())
         lengths = (x[todo] != PAD_ID).sum(1)
         order = [todo[j] for j in torch.argsort(lengths, stable=True).tolist()]
-        trim = bool(getattr(self.teacher, "ignores_trailing_padding", False))
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            xb = x[idx].to(device)
-            if trim:
-                xb = xb[:, :max(1, int((xb != PAD_ID).sum(1).max()))]
+            xb = trim_padding(self.teacher, x[idx].to(device))
             self._cache.update(zip((keys[j] for j in idx), self._run_teacher(xb).cpu(), strict=True))
         return len(order)
 
@@ -339,21 +336,17 @@ def teacher_word_vectors(teacher: nn.Module, encode: Any, words: list[str], dim:
     carry the word's polarity: the student starts knowing every vocabulary word, including the ones its few
     thousand training texts use twice.
     """
-    from tinyfm.models.seed_text import PAD_ID
+    from tinyfm.models.seed_text import trim_padding
 
     heads = [m for m in teacher.modules() if isinstance(m, nn.Linear)]
     if not heads:
         raise ConfigError("--init-embeddings: the teacher has no Linear layer whose input could be read")
     feats: list[torch.Tensor] = []
     hook = heads[-1].register_forward_pre_hook(lambda _m, args: feats.append(args[0].detach().float().cpu()))
-    trim = bool(getattr(teacher, "ignores_trailing_padding", False))
     teacher.to(device).eval()
     try:
         for i in range(0, len(words), batch_size):
-            ids = encode(words[i:i + batch_size]).to(device)
-            if trim:
-                ids = ids[:, :max(1, int((ids != PAD_ID).sum(1).max()))]
-            teacher(ids)
+            teacher(trim_padding(teacher, encode(words[i:i + batch_size]).to(device)))
     finally:
         hook.remove()
     f = torch.cat(feats).flatten(1)

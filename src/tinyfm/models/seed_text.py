@@ -52,6 +52,14 @@ class TextModel(nn.Module):
     ignores_trailing_padding = False
 
 
+def trim_padding(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """`ids` (B, L) cut to its longest row when `model` ignores trailing padding (the same output from fewer
+    columns: a batch of short texts padded to 64 ids costs a fraction); otherwise `ids` unchanged."""
+    if not getattr(model, "ignores_trailing_padding", False):
+        return ids
+    return ids[:, :max(1, int((ids != PAD_ID).sum(1).max()))]
+
+
 class _Head(nn.Module):
     """The seed's last layer: Dense(in, 1) read as logits (0, z) for two classes, else Dense(in, K)."""
 
