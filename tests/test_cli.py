@@ -156,3 +156,10 @@ def test_summary_names_only_the_reports_that_exist(quick_run, tmp_path, capsys) 
     _print_summary(tmp_path, results)
     words = " ".join(capsys.readouterr().out.split())
     assert "report.html" not in words and f"no report yet: tinyfm report {tmp_path}" in words
+
+
+@pytest.mark.parametrize(("args", "fragment"), [(("train", "--foo-bar"), "No such option: --foo-bar"),
+                                                (("nosuchcmd",), "No such command 'nosuchcmd'"),
+                                                (("train", "--epochs", "abc"), "Invalid value for '--epochs'")])
+def test_usage_errors_are_one_message_and_exit_2(args, fragment):
+    assert_clean_error(tinyfm(*args), fragment)

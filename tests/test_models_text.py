@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from tinyfm.deploy import check_parity, export_onnx
 from tinyfm.deploy.runtime import OrtModel
+from tinyfm.errors import ConfigError
 from tinyfm.models import create_model
 from tinyfm.models.minilm import minilm_available
 
@@ -121,3 +122,23 @@ def test_minilm_onnx_parity_on_sentences(minilm, tmp_path) -> None:
     short = tok.hf(SENTENCES[:2], padding=True, return_tensors="np")["input_ids"]  # another sequence length
     torch.testing.assert_close(torch.from_numpy(OrtModel(path)(short)), model(torch.from_numpy(short)),
                                atol=1e-4, rtol=1e-4)
+
+
+@needs_minilm
+def test_minilm_pretrained_copy_holds_the_shipped_weights_not_the_fine_tuned_ones(minilm) -> None:
+    import copy
+
+    tuned = copy.deepcopy(minilm[0])
+    with torch.no_grad():
+        tuned.encoder.embeddings.word_embeddings.weight.add_(1.0)  # stands for fine-tuning
+    shipped = tuned.pretrained_copy()
+    fresh = create_model("minilm-classifier", num_classes=2)
+    torch.testing.assert_close(shipped.encoder.state_dict(), fresh.encoder.state_dict())
+    assert not torch.equal(shipped.encoder.embeddings.word_embeddings.weight,
+                           tuned.encoder.embeddings.word_embeddings.weight)
+    assert shipped.head.out_features == 2 and shipped.pooling == tuned.pooling
+
+
+def test_a_random_minilm_has_no_pretrained_copy() -> None:
+    with pytest.raises(ConfigError, match="without pretrained weights"):
+        create_model("tiny-minilm", num_classes=2).pretrained_copy()

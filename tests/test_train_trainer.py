@@ -144,5 +144,28 @@ def test_token_dropout_removes_words_and_keeps_the_rest_in_order():
 
 @pytest.mark.parametrize("value", [1.0, -0.1, float("nan")])
 def test_token_dropout_outside_0_1_is_refused(value):
-    with pytest.raises(ConfigError, match="--token-dropout"):
+    with pytest.raises(ConfigError, match="train.token_dropout: got"):
         TrainConfig(token_dropout=value)
+
+
+def test_layer_lr_decay_gives_each_block_its_rate():
+    from tinyfm.train.trainer import layer_depths, parameter_groups
+
+    model = create_model("tiny-minilm", num_classes=2)  # 2 blocks: embeddings 0, blocks 1-2, head 3
+    depths = layer_depths(model)
+    assert depths["encoder.embeddings.word_embeddings.weight"] == 0
+    assert depths["encoder.encoder.layer.1.output.dense.weight"] == 2 and depths["head.weight"] == 3
+    groups = parameter_groups(model, TrainConfig(lr=1e-3, layer_lr_decay=0.5))
+    assert [g["lr"] for g in groups] == pytest.approx([1.25e-4, 2.5e-4, 5e-4, 1e-3])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert len(parameter_groups(model, TrainConfig(lr=1e-3))) == 1
+
+
+def test_layer_lr_decay_needs_transformer_blocks_and_a_value_in_0_1():
+    from tinyfm.train.trainer import create_optimizer
+
+    with pytest.raises(ConfigError, match="train.layer_lr_decay: SeedCNN has no numbered transformer blocks"):
+        create_optimizer(create_model("tiny-seed-cnn"), TrainConfig(layer_lr_decay=0.8))
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="train.layer_lr_decay: got"):
+            TrainConfig(layer_lr_decay=bad)

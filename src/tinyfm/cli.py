@@ -303,14 +303,28 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        usage, abort = _click_exceptions()
+        if isinstance(e, usage):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, abort):
             sys.exit(130)
         raise
+
+
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(ClickException, Abort) classes of every click that may parse our arguments: typer >= 0.20 ships its own
+    copy as typer._click, older typer uses the click package; an `except click.ClickException` misses the other."""
+    import importlib
+
+    mods = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    # typer's copy has no Abort: there Ctrl-C stays a KeyboardInterrupt
+    return tuple(m.ClickException for m in mods), tuple(m.Abort for m in mods if hasattr(m, "Abort"))
 
 
 if __name__ == "__main__":

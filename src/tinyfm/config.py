@@ -113,6 +113,9 @@ class TrainConfig:
     """adam | adamw | sgd."""
     weight_decay: float = 0.0
     """Decoupled for adamw, L2 for adam/sgd."""
+    layer_lr_decay: float = 1.0
+    """Transformers: layer-wise learning-rate decay (ELECTRA, Clark et al. 2020): the head learns at --lr, the top
+    block at lr·d, the one below at lr·d², ..., the embeddings at lr·d^(blocks+1); 1 = one rate for all."""
     schedule: str = "onecycle"
     """none | cosine | onecycle (warm-up then cosine decay, per step)."""
     warmup_frac: float = 0.1
@@ -147,8 +150,10 @@ class TrainConfig:
         _check_range("--lr", self.lr, 0)
         _check_range("--grad-accum", self.grad_accum, 1)
         _check_range("--warmup-frac", self.warmup_frac, 0, 1)
+        if not 0 < self.layer_lr_decay <= 1:  # also rejects NaN
+            raise ConfigError(f"train.layer_lr_decay: got {self.layer_lr_decay!r}, expected a value in (0, 1]")
         if not 0 <= self.token_dropout < 1:  # also rejects NaN
-            raise ConfigError(f"--token-dropout: got {self.token_dropout!r}, expected a value in [0, 1)")
+            raise ConfigError(f"train.token_dropout: got {self.token_dropout!r}, expected a value in [0, 1)")
         _check_choice("--optimizer", self.optimizer, ("adam", "adamw", "sgd"))
         _check_choice("--schedule", self.schedule, ("none", "cosine", "onecycle"))
         _check_choice("--amp", self.amp, ("auto", "off", "bf16", "fp16"))

@@ -234,7 +234,7 @@ def run(cfg: RunConfig, out: str | Path | None = None, quiet: bool = False) -> t
 
     out = Path(out or Path("runs") / cfg.name)
     t0 = time.perf_counter()
-    validate_specs(cfg.compress.variants)  # a bad pass setting fails now, not after training
+    validate_specs(cfg.compress.variants, text=cfg.task == "text-classification")  # fails now, not after training
     data = load_stage(cfg)  # before the staging dir: bad data leaves nothing behind
     _log(f"[bold]tinyfm run[/] {cfg.name}: {cfg.model.name} on {cfg.data.dataset} "
          f"(train {len(data.train)}, val {len(data.val)}, test {len(data.test)}) from {data.source}", quiet)
@@ -478,7 +478,7 @@ def compress_run(run_dir: str | Path, passes: str | None = None, max_drop: float
         for p in (p for s in specs for p in s["passes"] if p["pass"] == "quantize"):
             p.setdefault("max_drop", max_drop)
             p.setdefault("report_sensitivity", True)
-    validate_specs(specs)
+    validate_specs(specs, text=cfg.task == "text-classification")
     model = load_model(run_dir)
     if not (run_dir / "model.onnx").is_file():
         export_stage(model, cfg, run_dir, data)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinyfm.compress.base import PassContext, PassResult, clone, finetune, size_record, val_accuracy
-from tinyfm.config import TrainConfig, _check_range
+from tinyfm.config import TrainConfig, _check_choice, _check_range
 from tinyfm.errors import ConfigError
 
 
@@ -231,11 +231,13 @@ class Config:
     twin trains on the original texts. 0 = the training texts only."""
     transfer_drop: float = 0.2
     """Probability that a word is removed from a transfer copy."""
-    init_embeddings: bool = False
-    """Text: start the student's word embeddings from the teacher (see :func:`teacher_word_vectors`): every word of
-    the student's vocabulary is read alone by the teacher and the features its last Linear layer sees are reduced
-    by PCA to the student's embedding width. The scratch twin keeps the random start, so the reported gain covers
-    both uses of the teacher."""
+    init_embeddings: str | bool = "off"
+    """Text: start the student's word embeddings from a foundation model (see :func:`teacher_word_vectors`): every
+    word of the student's vocabulary is read alone and the features before the last Linear layer are reduced by PCA
+    to the student's embedding width. "teacher" (or true) reads the fine-tuned teacher; "pretrained" reads the
+    teacher's architecture with its pretrained weights, before fine-tuning (MiniLM as shipped: pretrained word
+    vectors, no task knowledge, so it also suits alpha 0); "off" (false) keeps the random start. The scratch twin
+    always keeps the random start, so the reported gain covers every use of the teacher."""
 
     def __post_init__(self) -> None:
         check_distill_settings(self.temperature, self.alpha)
@@ -250,6 +252,8 @@ class Config:
         _check_range("--transfer-copies", self.transfer_copies, 0)
         if not 0 <= self.transfer_drop < 1:  # also rejects NaN
             raise ConfigError(f"--transfer-drop: got {self.transfer_drop!r}, expected a value in [0, 1)")
+        self.init_embeddings = {True: "teacher", False: "off"}.get(self.init_embeddings, self.init_embeddings)
+        _check_choice("--init-embeddings", self.init_embeddings, ("off", "teacher", "pretrained"))
         if self.transfer_copies and self.alpha == 0:
             raise ConfigError("--transfer-copies: the copies are labelled by the teacher, which alpha 0 never runs "
                               "(set --alpha > 0 or --transfer-copies 0)")
@@ -262,6 +266,23 @@ def _check_train(settings: Any) -> None:
     if not isinstance(settings, dict):
         raise ConfigError(f"compress.distill.train: got {settings!r}, expected a mapping of TrainConfig settings")
     _from_dict(TrainConfig, settings, "compress.distill.train.")
+
+
+def check_for_data(config: Config, text: bool) -> None:
+    """The student must read what the run's data are (texts or images), and the text-only settings need texts;
+    checked before any training (compress.runner.validate_specs) and again when the pass runs."""
+    from tinyfm.models.registry import model_tokenizer
+
+    reads_text, kind = model_tokenizer(config.student) is not None, "texts" if text else "images"
+    if reads_text != text:
+        raise ConfigError(f"--student {config.student}: a model of {'texts' if reads_text else 'images'}, but this "
+                          f"run's data are {kind}; choose a student of {kind} (see `tinyfm models`)")
+    if not text and config.init_embeddings != "off":
+        raise ConfigError(f"--init-embeddings {config.init_embeddings}: word embeddings need a text run, this one's "
+                          "data are images (use off)")
+    if not text and config.transfer_copies:
+        raise ConfigError("--transfer-copies: copies with words removed need a text run, this one's data are images "
+                          "(use 0)")
 
 
 def _check_student(name: str) -> None:
@@ -359,8 +380,10 @@ def teacher_word_vectors(teacher: nn.Module, encode: Any, words: list[str], dim:
     return z / z.std().clamp_min(1e-12)
 
 
-def _init_embeddings(student: nn.Module, teacher: nn.Module, ctx: PassContext, sctx: PassContext) -> int:
-    """Overwrite the rows of the student's vocabulary words with :func:`teacher_word_vectors`; returns how many."""
+def _init_embeddings(student: nn.Module, teacher: nn.Module, ctx: PassContext, sctx: PassContext,
+                     source: str) -> int:
+    """Overwrite the rows of the student's vocabulary words with :func:`teacher_word_vectors` of the teacher
+    (source "teacher") or of its pretrained copy ("pretrained"); returns how many rows."""
     from tinyfm.train import select_device
 
     table = getattr(student, "embedding", None)
@@ -368,13 +391,26 @@ def _init_embeddings(student: nn.Module, teacher: nn.Module, ctx: PassContext, s
     if ctx.data is None or not isinstance(table, nn.Embedding) or words is None:
         raise ConfigError("--init-embeddings: needs a text run and a student with a word-level embedding table "
                           "(seed-text, text-cnn)")
-    vectors = teacher_word_vectors(teacher, ctx.data.tokenizer.encode, list(words), table.embedding_dim,
+    reader = teacher if source == "teacher" else _pretrained(teacher)
+    vectors = teacher_word_vectors(reader, ctx.data.tokenizer.encode, list(words), table.embedding_dim,
                                    ctx.train_cfg.eval_batch_size, select_device(ctx.train_cfg.device))
     with torch.no_grad():  # word i has id i + 2 (0 is padding, 1 out-of-vocabulary: the mean word, 0 once centred)
         table.weight[2:2 + len(words)] = vectors.to(table.weight)
         table.weight[1] = 0.0
-    teacher.cpu()
+    reader.cpu()
     return len(words)
+
+
+def _pretrained(teacher: nn.Module) -> nn.Module:
+    """The teacher's architecture at its pretrained weights (a model with `pretrained_copy()`, e.g. MiniLM)."""
+    copy_of = getattr(teacher, "pretrained_copy", None)
+    if copy_of is None:
+        raise ConfigError(f"--init-embeddings pretrained: the teacher ({type(teacher).__name__}) has no pretrained "
+                          "weights to read; use a foundation-model teacher (minilm-classifier) or 'teacher'")
+    try:
+        return copy_of()
+    except ConfigError as e:
+        raise ConfigError(f"--init-embeddings pretrained: {e}") from None
 
 
 def _shared_cache(ctx: PassContext, source: nn.Module) -> dict[bytes, torch.Tensor]:
@@ -422,13 +458,16 @@ def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
     source = ctx.teacher if ctx.teacher is not None else model
     teacher = clone(source)
     before = size_record(teacher, ctx)
+    check_for_data(config, text=ctx.data is not None)
     sctx = _student_context(ctx, config.student)
     data_kwargs = sctx.data.model_kwargs() if sctx.data is not None else {}
     kwargs = {"num_classes": _num_classes(teacher, ctx.input_shape), **data_kwargs, **config.student_kwargs}
     torch.manual_seed(ctx.train_cfg.seed)  # the student's initial weights, shared with the scratch baseline
     student = create_model(config.student, **kwargs)
     init = copy.deepcopy(student.state_dict())  # the scratch twin's start: before the teacher's embeddings
-    initialised = _init_embeddings(student, teacher, ctx, sctx) if config.init_embeddings else 0
+    initialised = 0
+    if config.init_embeddings != "off":
+        initialised = _init_embeddings(student, teacher, ctx, sctx, config.init_embeddings)
     task, train = _task(teacher, config, ctx, sctx, source)
     with_teacher = val_accuracy(_train(student, sctx, config, task, train), sctx)
     scratch = _scratch_accuracy(config, kwargs, init, sctx) if config.compare_scratch else None
@@ -437,7 +476,8 @@ def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
                "gain_pp": None if scratch is None else 100.0 * (with_teacher - scratch),
                "train_samples": len((train if train is not None else sctx.train).y),
                "transfer_copies": config.transfer_copies if ctx.data is not None else 0,
-               "embeddings_from_teacher": initialised}
+               "embeddings_from_teacher": initialised,
+               "embeddings_source": config.init_embeddings}
     return PassResult(name=f"distill-{config.student}", model=student, config=config, transform=None,
                       changes=changes, before=before, after=size_record(student, sctx),
                       ctx=sctx if sctx is not ctx else None)

@@ -69,14 +69,19 @@ def _parse_pass(text: str) -> dict[str, Any]:
     return {"pass": name.strip(), **parse_set(settings)}
 
 
-def validate_specs(specs: list[dict[str, Any]]) -> None:
-    """Build every pass config now, so a bad setting fails before any training starts."""
+def validate_specs(specs: list[dict[str, Any]], text: bool | None = None) -> None:
+    """Build every pass config now, so a bad setting fails before any training starts; with `text` (whether the
+    run's data are texts) also check that each distilled student reads that kind of data."""
+    from tinyfm.compress.distill import check_for_data
+
     names = [variant_name(s) for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"compress.variants: names must be unique, got {names}")
     for s in specs:
         for i, p in enumerate(s["passes"]):
-            pass_config(p["pass"], {k: v for k, v in p.items() if k != "pass"})
+            config = pass_config(p["pass"], {k: v for k, v in p.items() if k != "pass"})
+            if p["pass"] == "distill" and text is not None:
+                check_for_data(config, text)
             if p["pass"] == "quantize" and i != len(s["passes"]) - 1:
                 raise ConfigError(f"compress variant {variant_name(s)}: quantize must be the last pass (its "
                                   "product is an int8 ONNX file, not a PyTorch model)")
@@ -93,6 +98,9 @@ def _summary(name: str, res) -> str:
     if c.get("gain_pp") is not None:
         parts.append(f"val {c['with_teacher_val_accuracy']:.2%} with the teacher vs {c['scratch_val_accuracy']:.2%} "
                      f"from scratch (gain {c['gain_pp']:+.2f} pp)")
+    if c.get("embeddings_from_teacher"):
+        parts.append(f"{c['embeddings_from_teacher']:,} word embeddings from the "
+                     f"{'pretrained model' if c.get('embeddings_source') == 'pretrained' else 'teacher'}")
     if "size_ratio" in a:
         parts.append(f"ONNX file ×{a['size_ratio']:.2f}, val accuracy {-a.get('drop_pp', 0):+.2f} pp")
     elif c.get("gain_pp") is None and "val_accuracy" in a and "val_accuracy" in b:

@@ -107,6 +107,7 @@ class MiniLMClassifier(TextModel):
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling: got {pooling!r}, expected mean or cls")
         self.encoder = _encoder(pretrained, config)
+        self.pretrained, self._settings = pretrained and config is None, {"pooling": pooling, "dropout": dropout}
         self.vocab_size = int(self.encoder.config.vocab_size)
         if vocab_size is not None and vocab_size > self.vocab_size:
             raise ConfigError(f"minilm: the tokenizer has {vocab_size} ids but the encoder's table {self.vocab_size}")
@@ -120,6 +121,15 @@ class MiniLMClassifier(TextModel):
         h = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, L, H)
         pooled = masked_mean(h, mask) if self.pooling == "mean" else h[:, 0]
         return self.head(self.dropout(pooled))
+
+    def pretrained_copy(self) -> MiniLMClassifier:
+        """A new classifier of the same settings whose encoder holds all-MiniLM-L6-v2's weights as shipped, before
+        any fine-tuning (the head is new); for a randomly initialised encoder, one of the same random architecture
+        is not what a caller means, so that raises ConfigError."""
+        if not self.pretrained:
+            raise ConfigError("this MiniLM classifier was built without pretrained weights (pretrained=False or a "
+                              "config of its own): there is no foundation model to read")
+        return MiniLMClassifier(self.head.out_features, pretrained=True, **self._settings)
 
 
 @register_model("minilm-classifier", tokenizer="minilm")

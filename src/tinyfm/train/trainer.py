@@ -8,6 +8,7 @@ Only rank 0 writes; metrics are summed across ranks before they are logged.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -96,7 +97,34 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return f
 
 
-def create_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+_BLOCK = re.compile(r"(?:^|\.)layer\.(\d+)\.")  # Hugging Face encoders: encoder.layer.<i>.attention...
+
+
+def layer_depths(model: nn.Module) -> dict[str, int]:
+    """Depth of every parameter from the input: embeddings 0, transformer block i (`layer.<i>.`) i + 1, the rest
+    (pooling, head) one above the top block. Raises ConfigError for a model without numbered blocks."""
+    names = [n for n, _ in model.named_parameters()]
+    blocks = {n: int(m.group(1)) + 1 for n in names if (m := _BLOCK.search(n))}
+    if not blocks:
+        raise ConfigError(f"train.layer_lr_decay: {type(unwrap(model)).__name__} has no numbered transformer blocks "
+                          "(layer.<i>.); use 1 for this model")
+    top = max(blocks.values()) + 1
+    return {n: 0 if "embeddings." in n else blocks.get(n, top) for n in names}
+
+
+def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one, or one per depth with lr·decay^(top - depth) (layer_lr_decay < 1)."""
+    if cfg.layer_lr_decay == 1:
+        return [{"params": list(model.parameters()), "lr": cfg.lr}]
+    depths = layer_depths(model)
+    top, params = max(depths.values()), dict(model.named_parameters())
+    return [{"params": [params[n] for n, d in depths.items() if d == depth],
+             "lr": cfg.lr * cfg.layer_lr_decay ** (top - depth)} for depth in sorted(set(depths.values()))]
+
+
+def create_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of `cfg` over `model`'s parameter groups (see :func:`parameter_groups`)."""
+    params = parameter_groups(model, cfg)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -196,7 +224,7 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
     n = len(train.y)
     sampler = _sampler(n, ctx, cfg.seed, shuffle=True)
     steps_per_epoch = math.ceil(len(sampler) / per_rank)
-    optimizer = create_optimizer(model.parameters(), cfg)
+    optimizer = create_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch * cfg.epochs))
     aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)
 
@@ -257,7 +285,7 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
                     bar.update(job, completed=step)  # every few steps: rich's bookkeeping is not free
             loss_sum, correct, count = D.all_reduce_sum(totals, ctx).tolist()
             record = {"epoch": epoch, "train_loss": loss_sum / count, "train_accuracy": correct / count,
-                      "lr": scheduler.get_last_lr()[0]}
+                      "lr": scheduler.get_last_lr()[-1]}
             if val is not None and len(val.y):
                 v = evaluate_split(model, val.x, val.y, cfg.eval_batch_size, device, ctx, cfg.channels_last)
                 record.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
