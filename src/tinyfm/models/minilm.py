@@ -107,7 +107,7 @@ class MiniLMClassifier(TextModel):
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling: got {pooling!r}, expected mean or cls")
         self.encoder = _encoder(pretrained, config)
-        self.pretrained, self._settings = pretrained and config is None, {"pooling": pooling, "dropout": dropout}
+        self.pretrained = pretrained and config is None
         self.vocab_size = int(self.encoder.config.vocab_size)
         if vocab_size is not None and vocab_size > self.vocab_size:
             raise ConfigError(f"minilm: the tokenizer has {vocab_size} ids but the encoder's table {self.vocab_size}")
@@ -129,7 +129,7 @@ class MiniLMClassifier(TextModel):
         if not self.pretrained:
             raise ConfigError("this MiniLM classifier was built without pretrained weights (pretrained=False or a "
                               "config of its own): there is no foundation model to read")
-        return MiniLMClassifier(self.head.out_features, pretrained=True, **self._settings)
+        return MiniLMClassifier(self.head.out_features, pretrained=True, pooling=self.pooling, dropout=self.dropout.p)
 
 
 @register_model("minilm-classifier", tokenizer="minilm")
