@@ -163,3 +163,18 @@ def test_summary_names_only_the_reports_that_exist(quick_run, tmp_path, capsys) 
                                                 (("train", "--epochs", "abc"), "Invalid value for '--epochs'")])
 def test_usage_errors_are_one_message_and_exit_2(args, fragment):
     assert_clean_error(tinyfm(*args), fragment)
+
+
+def test_sigterm_during_training_exits_130_with_a_message_and_leaves_no_run(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "tinyfm", "train", "--quick", "--epochs", "50", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # past start-up and data loading, well inside 50 epochs
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: the run directory was left as it was" in err and "Traceback" not in err
+    assert not out.exists()  # the staging folder is removed; nothing half-written is left

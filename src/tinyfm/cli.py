@@ -292,6 +292,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         rc = app(standalone_mode=False)
+        if rc == 130:  # typer >= 0.20 turns a KeyboardInterrupt inside a command into Exit(130)
+            raise KeyboardInterrupt
         if isinstance(rc, int) and rc:  # typer.Exit(code) returns its code in non-standalone mode
             sys.exit(rc)
     except TinyfmError as e:
@@ -303,28 +305,26 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # click usage errors arrive here in non-standalone mode
-        usage, abort = _click_exceptions()
-        if isinstance(e, usage):
+        if isinstance(e, _usage_errors()):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, abort):
+        if isinstance(e, typer.Abort):  # click's Abort in older typer, typer's own in newer: public either way
             sys.exit(130)
         raise
 
 
-def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """(ClickException, Abort) classes of every click that may parse our arguments: typer >= 0.20 ships its own
-    copy as typer._click, older typer uses the click package; an `except click.ClickException` misses the other."""
+def _usage_errors() -> tuple[type, ...]:
+    """ClickException of every click that may parse our arguments: typer >= 0.20 ships its own copy as
+    typer._click, older typer uses the click package; an `except click.ClickException` misses the other."""
     import importlib
 
-    mods = []
+    found = []
     for name in ("typer._click.exceptions", "click.exceptions"):
         try:
-            mods.append(importlib.import_module(name))
+            found.append(importlib.import_module(name).ClickException)
         except ImportError:
             continue
-    # typer's copy has no Abort: there Ctrl-C stays a KeyboardInterrupt
-    return tuple(m.ClickException for m in mods), tuple(m.Abort for m in mods if hasattr(m, "Abort"))
+    return tuple(found)
 
 
 if __name__ == "__main__":
