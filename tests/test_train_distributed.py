@@ -152,8 +152,9 @@ def test_torchrun_sharding_accumulation_and_nan_skips_agree_across_ranks(tmp_pat
 
     script = tmp_path / "checks.py"
     script.write_text(textwrap.dedent(CHECKS))
-    proc = _popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-                   str(script), str(tmp_path)], tmp_path / "cwd")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", str(script),
+           str(tmp_path)]
+    proc = _popen(cmd, tmp_path / "cwd")
     # Meanwhile, the 1-process reference: the same 300 samples, the same global batch, no accumulation.
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(501, 1, 28, 28, generator=g), torch.randint(0, 10, (501,), generator=g)
@@ -163,7 +164,13 @@ def test_torchrun_sharding_accumulation_and_nan_skips_agree_across_ranks(tmp_pat
     fit(ref, Split(x[:300], y[:300]), None, TrainConfig(epochs=1, batch_size=64, schedule="none", threads=1),
         progress=False)
     torch.set_num_threads(threads)
-    _wait(proc)
+    out, _ = proc.communicate(timeout=240)
+    if proc.returncode != 0 and "terminate called without an active exception" in out:
+        # A rare abort inside torch's gloo teardown (once in CI, never in ~40 local runs): not a wrong result.
+        # Once more, alone; a second failure of any kind fails the test.
+        _wait(_popen(cmd, tmp_path / "cwd"))
+    else:
+        assert proc.returncode == 0, out[-3000:]
 
     checks = json.loads((tmp_path / "checks.json").read_text())
     for rank, c in enumerate(checks):

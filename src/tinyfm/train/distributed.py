@@ -6,6 +6,7 @@ here is a no-op and the world has one process. Backend: NCCL on CUDA, gloo on CP
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -73,7 +74,12 @@ def barrier(ctx: DistContext) -> None:
 
 def shutdown(ctx: DistContext) -> None:
     """Leave the process group once every rank is done (a rank tearing gloo down while its peer is still in a
-    collective or connected can abort the peer at exit)."""
+    collective or connected can abort the peer at exit).
+
+    DDP wrappers of finished fits are collected first: otherwise their reducers keep the gloo group alive until
+    interpreter shutdown, where tearing it down can abort the process ("terminate called without an active
+    exception", seen once in ~40 runs of the torchrun test on 2 loaded cores)."""
     if ctx.enabled and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
