@@ -28,8 +28,17 @@ def test_pass_settings_after_colons_are_typed_and_name_a_safe_directory():
     validate_specs([spec])
 
 
+def test_a_dotted_pass_setting_nests():
+    (spec,) = parse_passes("distill:student=text-cnn:train.batch_size=64:train.token_dropout=0.3")
+    assert spec["passes"] == [{"pass": "distill", "student": "text-cnn",
+                               "train": {"batch_size": 64, "token_dropout": 0.3}}]
+    validate_specs([spec], text=True)
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("", "expected pass names"),
+    ("distill:train=3:train.epochs=1", "train is set both as a value and as train.epochs"),
+    ("distill:student=text-cnn:train.colour=red", "colour"),
     ("quantize:mode", "expected quantize:KEY=VALUE"),
     ("bogus", "bogus"),
     ("prune:sparsity=1.5:method=unstructured", "sparsity"),

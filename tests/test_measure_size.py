@@ -25,6 +25,10 @@ def small_cnn() -> nn.Module:
     (nn.Conv1d(4, 6, 5, stride=2), (4, 21), 9 * 6 * 4 * 5),  # (21 - 5) // 2 + 1 = 9 outputs
     (nn.ConvTranspose2d(4, 2, 3), (4, 5, 5), 5 * 5 * 4 * 2 * 9),  # every input scattered over 2 x 3 x 3
     (nn.Linear(16, 32), (5, 16), 5 * 32 * 16),  # per token
+    (nn.GRU(32, 64, batch_first=True), (10, 32), 10 * 3 * (32 * 64 + 64 * 64)),  # 3 gates, input and recurrent
+    (nn.LSTM(8, 16, num_layers=2, bidirectional=True), (5, 8),  # layer 2 reads both directions of layer 1
+     5 * 4 * 2 * (8 * 16 + 16 * 16 + 32 * 16 + 16 * 16)),
+    (nn.RNN(4, 4), (3, 4), 3 * (16 + 16)),
 ])
 def test_macs_of_single_layers(module: nn.Module, shape: tuple, expected: int) -> None:
     assert count_macs(module, shape) == expected

@@ -67,7 +67,23 @@ def test_text_cnn_max_ignores_padding_windows() -> None:
     m(torch.tensor([[7, 0, 0, 0, 0, 0]]))  # a text shorter than the widest window still works
 
 
-@pytest.mark.parametrize("name", ["seed-text", "text-cnn"])
+def test_text_bigru_reads_each_text_backwards_from_its_last_word() -> None:
+    from tinyfm.models.seed_text import reverse_within_length
+
+    x = torch.arange(10.0).reshape(2, 5, 1)
+    r = reverse_within_length(x, torch.tensor([[3], [5]]))
+    assert r[:, :, 0].tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]  # the padding stays where it was
+    torch.testing.assert_close(reverse_within_length(r, torch.tensor([[3], [5]])), x)
+    torch.manual_seed(0)
+    m = create_model("text-bigru").eval()
+    assert 300_000 < sum(p.numel() for p in m.parameters()) < 400_000
+    a, b = torch.tensor([[5, 9, 11, 0, 0]]), torch.tensor([[5, 9, 11] + [0] * 13])
+    torch.testing.assert_close(m(a), m(b))  # padding never reaches a state the pooling reads
+    assert not torch.allclose(m(a), m(torch.tensor([[11, 9, 5, 0, 0]])))  # word order matters, unlike seed-text
+    assert torch.isfinite(m(torch.zeros(2, 4, dtype=torch.long))).all()  # an all-padding row: no -inf from the max
+
+
+@pytest.mark.parametrize("name", ["seed-text", "text-cnn", "text-bigru"])
 def test_onnx_parity_with_dynamic_batch_and_sequence(name, tmp_path) -> None:
     m = create_model(name).eval()
     x = _ids(8, 24)

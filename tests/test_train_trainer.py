@@ -169,3 +169,38 @@ def test_layer_lr_decay_needs_transformer_blocks_and_a_value_in_0_1():
     for bad in (0.0, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="train.layer_lr_decay: got"):
             TrainConfig(layer_lr_decay=bad)
+
+
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_ema_keeps_the_average_of_the_weights_and_resumes_it(fashion_small, tmp_path):
+    sub = type(fashion_small.train)(fashion_small.train.x[:256], fashion_small.train.y[:256])
+    base = dict(batch_size=256, schedule="none", threads=1)  # one step per epoch, the same lr every step
+
+    def run(epochs: int, ema: float, **kw) -> torch.nn.Module:
+        torch.manual_seed(0)
+        m = create_model("tiny-seed-cnn")
+        fit(m, sub, None, TrainConfig(epochs=epochs, ema_decay=ema, **base), progress=False, **kw)
+        return m
+
+    one, three, avg = run(1, 0.0), run(3, 0.0), run(3, 0.999999)
+    # The average starts at the weights after the first step; with a decay this close to 1 it barely moves.
+    torch.testing.assert_close(_flat(avg), _flat(one), atol=1e-5, rtol=0)
+    assert (_flat(avg) - _flat(three)).abs().max() > 1e-3  # ... while the raw weights went on
+    # A run interrupted after one epoch resumes with its average (its checkpoint holds it).
+    spec = {"name": "tiny-seed-cnn", "kwargs": {}}
+    run(1, 0.999999, run_dir=tmp_path, spec=spec)
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["ema"]["n_averaged"] == 1
+    resumed = run(3, 0.999999, run_dir=tmp_path, spec=spec, resume=True)
+    torch.testing.assert_close(_flat(resumed), _flat(one), atol=1e-5, rtol=0)
+    with pytest.raises(TinyfmError, match="written without train.ema_decay"):
+        run(1, 0.0, run_dir=tmp_path / "plain", spec=spec)
+        run(3, 0.99, run_dir=tmp_path / "plain", spec=spec, resume=True)
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, float("nan")])
+def test_ema_decay_outside_0_1_is_refused(value):
+    with pytest.raises(ConfigError, match="train.ema_decay: got"):
+        TrainConfig(ema_decay=value)

@@ -125,6 +125,9 @@ class TrainConfig:
     token_dropout: float = 0.0
     """Text models: the probability that each training token is removed from its text, drawn afresh every step
     (word dropout, Iyyer et al. 2015); 0 = off. Validation and test texts are never changed."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights (decay per optimizer step, e.g. 0.995 averages over the
+    last ~200 steps) and validate, keep and save the average instead of the raw weights; 0 = off."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
     clip_grad: float | None = None
@@ -152,6 +155,8 @@ class TrainConfig:
         _check_range("--warmup-frac", self.warmup_frac, 0, 1)
         if not 0 < self.layer_lr_decay <= 1:  # also rejects NaN
             raise ConfigError(f"train.layer_lr_decay: got {self.layer_lr_decay!r}, expected a value in (0, 1]")
+        if not 0 <= self.ema_decay < 1:  # also rejects NaN
+            raise ConfigError(f"train.ema_decay: got {self.ema_decay!r}, expected a value in [0, 1) (0 = off)")
         if not 0 <= self.token_dropout < 1:  # also rejects NaN
             raise ConfigError(f"train.token_dropout: got {self.token_dropout!r}, expected a value in [0, 1)")
         _check_choice("--optimizer", self.optimizer, ("adam", "adamw", "sgd"))

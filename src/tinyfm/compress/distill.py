@@ -390,7 +390,7 @@ def _init_embeddings(student: nn.Module, teacher: nn.Module, ctx: PassContext, s
     words = getattr(getattr(sctx.data, "tokenizer", None), "words", None)
     if ctx.data is None or not isinstance(table, nn.Embedding) or words is None:
         raise ConfigError("--init-embeddings: needs a text run and a student with a word-level embedding table "
-                          "(seed-text, text-cnn)")
+                          "(seed-text, text-cnn, text-bigru)")
     reader = teacher if source == "teacher" else _pretrained(teacher)
     vectors = teacher_word_vectors(reader, ctx.data.tokenizer.encode, list(words), table.embedding_dim,
                                    ctx.train_cfg.eval_batch_size, select_device(ctx.train_cfg.device))

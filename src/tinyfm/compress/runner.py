@@ -47,7 +47,8 @@ def variant_name(spec: dict[str, Any]) -> str:
 def parse_passes(text: str) -> list[dict[str, Any]]:
     """`--passes prune+quantize,dsconv` -> variant specs (comma between variants, + between chained passes).
 
-    A pass takes settings after colons: ``quantize:mode=qat:qat_always=true`` or ``prune:ratio=0.3``; the
+    A pass takes settings after colons: ``quantize:mode=qat:qat_always=true`` or ``prune:ratio=0.3`` (a dotted
+    key sets a nested one: ``distill:student=text-cnn:train.batch_size=64``); the
     variant is named after the chain, with every other character than letters, digits and ``+._-`` made ``-``.
     """
     specs = []
@@ -66,7 +67,16 @@ def _parse_pass(text: str) -> dict[str, Any]:
     for item in settings:
         if "=" not in item:
             raise ConfigError(f"--passes {text!r}: expected {name}:KEY=VALUE settings, got {item!r}")
-    return {"pass": name.strip(), **parse_set(settings)}
+    out: dict[str, Any] = {"pass": name.strip()}
+    for key, value in parse_set(settings).items():  # a dotted key nests: train.batch_size=64 -> train: {batch_size}
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--passes {text!r}: {part} is set both as a value and as {key}")
+        node[leaf] = value
+    return out
 
 
 def validate_specs(specs: list[dict[str, Any]], text: bool | None = None) -> None:

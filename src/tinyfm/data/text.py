@@ -283,7 +283,7 @@ def tokenizer_for(model_name: str, word_tokenizer: WordTokenizer) -> Tokenizer:
 
     kind = model_tokenizer(model_name)
     if kind is None:
-        raise DataError(f"--model {model_name}: not a text model (text models: seed-text, text-cnn, "
+        raise DataError(f"--model {model_name}: not a text model (text models: seed-text, text-cnn, text-bigru, "
                         "minilm-classifier and their tiny-* variants; see `tinyfm models`)")
     if kind == "word":
         return word_tokenizer

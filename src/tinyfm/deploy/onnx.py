@@ -67,7 +67,9 @@ def _training_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
 
 
 _NOISE = (".*legacy TorchScript-based ONNX export", ".*The feature will be removed", ".*LeafSpec.*is deprecated",
-          ".*'dynamic_axes' is not recommended", ".*from_dynamic_axes_to_dynamic_shapes is deprecated")
+          ".*'dynamic_axes' is not recommended", ".*from_dynamic_axes_to_dynamic_shapes is deprecated",
+          ".*_check_is_size will be removed",  # torch's own decompositions of GRU/LSTM call it
+          r".*_flat_weights\[\d+\].* were assigned during export")  # nn.RNNBase re-assigns its weight list
 
 _NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "torch.fx.experimental.symbolic_shapes")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

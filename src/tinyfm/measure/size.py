@@ -2,7 +2,8 @@
 
 MACs are counted with forward hooks during one forward pass of a single sample. Counted: convolutions
 (Conv1d/2d/3d and their transposes, with groups), Linear (any leading dims, e.g. tokens), MultiheadAttention
-(input and output projections plus the two attention matmuls). Counted as 0: Embedding (a table lookup),
+(input and output projections plus the two attention matmuls), RNN/GRU/LSTM (the input and recurrent matmuls of
+every gate, layer, direction and time step). Counted as 0: Embedding (a table lookup),
 normalisation, activations, pooling, and any arithmetic in forward code that is not one of these modules
 (e.g. a bare torch.matmul). A module called twice is counted twice.
 
@@ -63,6 +64,19 @@ def _mha_macs(m: nn.MultiheadAttention, q: torch.Tensor, k: torch.Tensor) -> int
     return projections + attention
 
 
+_GATES = {nn.RNN: 1, nn.GRU: 3, nn.LSTM: 4}
+
+
+def _rnn_macs(m: nn.RNNBase, inp: torch.Tensor, out: Any) -> int:
+    # One sample: numel / input_size = time steps, whatever the layout (packed sequences are not counted).
+    if not isinstance(inp, torch.Tensor):
+        return 0
+    steps, h = inp.numel() // m.input_size, m.hidden_size
+    dirs = 2 if m.bidirectional else 1
+    per_step = sum(m.input_size if layer == 0 else h * dirs for layer in range(m.num_layers)) * h + m.num_layers * h * h
+    return _GATES[type(m)] * dirs * steps * per_step
+
+
 def _counting_hook(counter: Callable[..., int], total: list[int]) -> Callable[..., None]:
     def hook(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
         total[0] += counter(m, args[0], out)
@@ -104,6 +118,8 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtyp
             handles.append(module.register_forward_hook(_mha_hook(total), with_kwargs=True))
         elif isinstance(module, _CONVS):
             handles.append(module.register_forward_hook(_counting_hook(_conv_macs, total)))
+        elif type(module) in _GATES:
+            handles.append(module.register_forward_hook(_counting_hook(_rnn_macs, total)))
         elif isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(_counting_hook(_linear_macs, total)))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -1,4 +1,4 @@
-"""Text classifiers on word ids: the seed's model, layer for layer, and a stronger small CNN.
+"""Text classifiers on word ids: the seed's model, layer for layer, and two stronger small ones (a CNN, a bi-GRU).
 
 The seed (Keras): Embedding(10000, 16) -> GlobalAveragePooling1D -> Dense(16, relu) -> Dense(1, sigmoid); 160,289
 parameters. Two deliberate differences, both switchable:
@@ -123,6 +123,52 @@ class TextCNN(TextModel):
         return self.head(self.dropout(torch.cat(pooled, dim=1)))
 
 
+def reverse_within_length(x: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """x (B, L, D) with each row's first `length` (B, 1) positions in reverse order and its padding left in place.
+
+    Its own inverse; gathers with computed indices, so it exports to ONNX with dynamic axes (packed sequences
+    do not).
+    """
+    t = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, L)
+    idx = torch.where(t < length, length - 1 - t, t)  # (B, L)
+    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class TextBiGRU(TextModel):
+    """A bidirectional GRU over word embeddings, pooled by masked max and mean over time -> dropout -> linear.
+
+    The student of Tang et al. (2019), "Distilling Task-Specific Knowledge from BERT into Simple Neural Networks"
+    (arXiv:1903.12136), with a GRU for their LSTM. The backward direction reads each text from its last real word
+    (the valid part is reversed in place, see :func:`reverse_within_length`), so padding never enters a state
+    that the pooling reads: trailing padding does not change the output.
+    """
+
+    ignores_trailing_padding = True
+
+    def __init__(self, num_classes: int = 2, vocab_size: int = 10000, embed_dim: int = 32, hidden: int = 64,
+                 dropout: float = 0.3) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
+        self.forward_gru = nn.GRU(embed_dim, hidden, batch_first=True)
+        self.backward_gru = nn.GRU(embed_dim, hidden, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(4 * hidden, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = clean_ids(ids, self.vocab_size)
+        mask = ids != PAD_ID  # (B, L)
+        length = mask.sum(1, keepdim=True)  # (B, 1)
+        x = self.dropout(self.embedding(ids))  # (B, L, E)
+        fwd, _ = self.forward_gru(x)  # (B, L, H): position t has read words 0..t
+        bwd, _ = self.backward_gru(reverse_within_length(x, length))
+        h = torch.cat([fwd, reverse_within_length(bwd, length)], dim=-1)  # (B, L, 2H); bwd at t read t..end
+        keep = mask.unsqueeze(-1)
+        top = h.masked_fill(~keep, float("-inf")).amax(1)
+        top = torch.where(length > 0, top, torch.zeros_like(top))  # an all-padding row: zeros, not -inf
+        return self.head(self.dropout(torch.cat([top, masked_mean(h, mask)], dim=1)))
+
+
 @register_model("seed-text", tokenizer="word")
 def seed_text(num_classes: int = 2, vocab_size: int = 10000, **kw) -> SeedText:
     """The seed exercise's text classifier (160,289 parameters for 2 classes and 10,000 words)."""
@@ -145,3 +191,15 @@ def text_cnn(num_classes: int = 2, vocab_size: int = 10000, **kw) -> TextCNN:
 def tiny_text_cnn(num_classes: int = 2, vocab_size: int = 10000, **kw) -> TextCNN:
     """text-cnn with 4-d embeddings and 4 filters per width: for tests."""
     return TextCNN(num_classes, vocab_size, embed_dim=kw.pop("embed_dim", 4), filters=kw.pop("filters", 4), **kw)
+
+
+@register_model("text-bigru", tokenizer="word")
+def text_bigru(num_classes: int = 2, vocab_size: int = 10000, **kw) -> TextBiGRU:
+    """Bidirectional GRU: 32-d embeddings, 64 units each way, max+mean pooling (~358K parameters at 10,000 words)."""
+    return TextBiGRU(num_classes, vocab_size, **kw)
+
+
+@register_model("tiny-text-bigru", tokenizer="word")
+def tiny_text_bigru(num_classes: int = 2, vocab_size: int = 10000, **kw) -> TextBiGRU:
+    """text-bigru with 4-d embeddings and 4 units each way: for tests."""
+    return TextBiGRU(num_classes, vocab_size, embed_dim=kw.pop("embed_dim", 4), hidden=kw.pop("hidden", 4), **kw)

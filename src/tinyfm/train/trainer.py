@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DistributedSampler
 
 from tinyfm.config import TrainConfig
@@ -225,6 +226,10 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
     sampler = _sampler(n, ctx, cfg.seed, shuffle=True)
     steps_per_epoch = math.ceil(len(sampler) / per_rank)
     optimizer = create_optimizer(model, cfg)
+    # The average is of the module itself (not the DDP wrapper): every rank holds the same weights after a step.
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) \
+        if cfg.ema_decay > 0 else None
+    averaged = ema.module if ema is not None else model  # the weights validated, kept as best and saved
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch * cfg.epochs))
     aug_gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)
 
@@ -233,7 +238,8 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
     metrics_path = run_dir / "metrics.jsonl" if run_dir else None
     start_epoch, best_acc, best_epoch, best_state = 1, -1.0, 0, None
     if resume:
-        start_epoch, best_acc, best_epoch, best_state = _load_checkpoint(run_dir, model, optimizer, scheduler, scaler)
+        start_epoch, best_acc, best_epoch, best_state = _load_checkpoint(run_dir, model, optimizer, scheduler, scaler,
+                                                                         ema)
         if write:  # drop log lines of epochs after the checkpoint: they are about to be redone
             old = read_jsonl(metrics_path) if metrics_path.exists() else []
             kept = [r for r in old if r.get("epoch", 0) < start_epoch]
@@ -276,6 +282,8 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
                 step_ok = D.all_true(step_ok, ctx, device)
                 if step_ok:  # a skipped step leaves the weights as they were
                     _optimizer_step(optimizer, model, scaler, cfg.clip_grad)
+                    if ema is not None:
+                        ema.update_parameters(model)
                 bad_steps = 0 if step_ok else bad_steps + 1
                 if bad_steps >= MAX_BAD_STEPS:
                     raise TinyfmError(f"training stopped at epoch {epoch}: the loss was inf/NaN for {bad_steps} steps "
@@ -287,7 +295,7 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
             record = {"epoch": epoch, "train_loss": loss_sum / count, "train_accuracy": correct / count,
                       "lr": scheduler.get_last_lr()[-1]}
             if val is not None and len(val.y):
-                v = evaluate_split(model, val.x, val.y, cfg.eval_batch_size, device, ctx, cfg.channels_last)
+                v = evaluate_split(averaged, val.x, val.y, cfg.eval_batch_size, device, ctx, cfg.channels_last)
                 record.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
             seconds = time.perf_counter() - t0
             record.update(seconds=seconds, images_per_s=count / seconds)
@@ -295,18 +303,21 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
             score = record.get("val_accuracy", epoch)  # without validation: the last epoch is the best
             if score > best_acc:
                 best_acc, best_epoch = score, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in averaged.state_dict().items()}
                 if write and spec is not None:
-                    save_model(model, run_dir, spec, stem=stem)
+                    save_model(averaged, run_dir, spec, stem=stem)
             if job is not None:
                 bar.update(job, info=_epoch_info(record))
                 if not bar.console.is_terminal:  # logs and pipes get one plain line per epoch as it ends
                     bar.console.print(f"epoch {epoch}/{cfg.epochs}: {_epoch_info(record)}", soft_wrap=True)
             if write:
                 append_jsonl(metrics_path, record)
-                _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, best_state)
+                _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, best_state,
+                                 ema)
     if best_state is not None:
         model.load_state_dict(best_state)
+    elif ema is not None:  # no epoch ran: the average is the model itself
+        model.load_state_dict(ema.module.state_dict())
     D.barrier(ctx)
     return TrainResult(best_val_accuracy=best_acc if val is not None else float("nan"), best_epoch=best_epoch,
                        seconds=time.perf_counter() - t_start, device=str(device),
@@ -336,15 +347,17 @@ def _epoch_info(r: dict[str, Any]) -> str:
     return s + f" | {r['images_per_s']:.0f} samples/s"
 
 
-def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, best_state):
+def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, best_state,
+                     ema=None):
     state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-             "epoch": epoch, "best_acc": best_acc, "best_epoch": best_epoch, "best_state": best_state}
+             "epoch": epoch, "best_acc": best_acc, "best_epoch": best_epoch, "best_state": best_state,
+             "ema": ema.state_dict() if ema is not None else None}
     with atomic_path(run_dir / "last.ckpt") as tmp:
         torch.save(state, tmp)
 
 
-def _load_checkpoint(run_dir: Path | None, model, optimizer, scheduler, scaler):
+def _load_checkpoint(run_dir: Path | None, model, optimizer, scheduler, scaler, ema=None):
     path = (run_dir or Path(".")) / "last.ckpt"
     if not path.is_file():
         raise TinyfmError(f"--resume: {path} not found (nothing to resume; train without --resume)")
@@ -354,4 +367,8 @@ def _load_checkpoint(run_dir: Path | None, model, optimizer, scheduler, scaler):
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
+    if ema is not None:
+        if not state.get("ema"):
+            raise TinyfmError(f"--resume: {path} was written without train.ema_decay; resume with the same settings")
+        ema.load_state_dict(state["ema"])
     return state["epoch"] + 1, state["best_acc"], state["best_epoch"], state["best_state"]
