@@ -57,6 +57,19 @@ def test_unknown_model_suggests_close_names(tmp_path):
     assert_clean_error(proc, "unknown model 'seed-cn'", "seed-cnn")
 
 
+def test_a_text_model_on_an_image_recipe_and_the_recipes_kwargs_under_another_model(tmp_path):
+    assert_clean_error(tinyfm("train", "--quick", "--model", "tiny-text-bigru", "--out", str(tmp_path / "r")),
+                       "--model tiny-text-bigru: a text model", "are images")
+    from tinyfm.cli import _config
+
+    assert _config("reviews", False).model.kwargs == {"pooling": "mean", "dropout": 0.1}  # MiniLM's own
+    assert _config("reviews", False, model="text-bigru").model.kwargs == {}  # not handed to another model
+    assert _config("reviews", False, model="text-bigru", settings=["model.kwargs.hidden=8"]).model.kwargs == \
+        {"hidden": 8}
+    assert _config("reviews", False, model="minilm-classifier").model.kwargs["pooling"] == "mean"
+    assert not (tmp_path / "r").exists()
+
+
 def test_bad_flag_value_names_the_flag(tmp_path):
     assert_clean_error(tinyfm("train", "--quick", "--amp", "fp8", "--out", str(tmp_path / "r")), "--amp")
     assert_clean_error(tinyfm("run", "--recipe", str(tmp_path / "none.yaml")), "none.yaml")

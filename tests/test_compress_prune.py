@@ -161,3 +161,8 @@ def test_unstructured_global_iterative_hits_target(ctx, importance):
 def test_bad_config_names_flag(kwargs, flag):
     with pytest.raises(ConfigError, match=flag):
         Config(**kwargs)
+
+
+def test_structured_pruning_refuses_recurrent_layers(ctx):
+    with pytest.raises(ConfigError, match=r"recurrent layers \(forward_gru, backward_gru\).*method=unstructured"):
+        apply(create_model("tiny-text-bigru"), Config(), ctx)

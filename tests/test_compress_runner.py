@@ -37,7 +37,11 @@ def test_a_dotted_pass_setting_nests():
 
 @pytest.mark.parametrize(("text", "message"), [
     ("", "expected pass names"),
-    ("distill:train=3:train.epochs=1", "train is set both as a value and as train.epochs"),
+    ("distill:train=3:train.epochs=1", "--passes distill train.epochs: train is a value, not a section"),
+    ("distill:train..x=1", "--passes distill 'train..x=1': expected KEY=VALUE"),
+    (":=3", "the pass name is empty"),
+    ("quantize:mode=static:mode=dynamic", "mode is given twice"),
+    ("distill:pass=quantize", "'pass' is the name before the first colon"),
     ("distill:student=text-cnn:train.colour=red", "colour"),
     ("quantize:mode", "expected quantize:KEY=VALUE"),
     ("bogus", "bogus"),

@@ -71,6 +71,10 @@ def test_unknown_model_lists_close_matches():
 def test_bad_constructor_arguments_are_a_clear_error():
     with pytest.raises(ConfigError, match="bad constructor arguments"):
         create_model("seed-cnn", no_such_argument=1)
+    with pytest.raises(ConfigError, match="hidden_size must be greater than zero"):  # a value the layers refuse
+        create_model("text-bigru", hidden=0)
+    with pytest.raises(ConfigError, match="dropout probability"):
+        create_model("text-cnn", dropout=2)
 
 
 def test_rebuild_from_json_and_safetensors(tmp_path):

@@ -105,3 +105,9 @@ def test_predict_texts_with_torch_and_onnx(text_run, tmp_path) -> None:
     assert onnx.returncode == 0 and onnx.stdout.split(": ")[1][:5] == lines[0].split(": ")[1][:5]
     bad = tinyfm("predict", str(text_run), "--text", "NA")
     assert bad.returncode == 2 and "missing-value" in bad.stderr
+    long = tinyfm("predict", str(text_run), "--text", "good " * 2000)
+    assert long.returncode == 0 and len(long.stdout) < 200  # a long text is echoed cut, not whole
+    (tmp_path / "latin1.txt").write_bytes("Caf\xe9 au lait\n".encode("latin-1"))
+    bad = tinyfm("predict", str(text_run), "--texts-file", str(tmp_path / "latin1.txt"))
+    assert bad.returncode == 2 and "byte offset 3" in bad.stderr and "save it as UTF-8" in bad.stderr
+    assert "--set" not in bad.stderr  # predict has no --set: the hint names what the user can do

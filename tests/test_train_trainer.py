@@ -195,9 +195,10 @@ def test_ema_keeps_the_average_of_the_weights_and_resumes_it(fashion_small, tmp_
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["ema"]["n_averaged"] == 1
     resumed = run(3, 0.999999, run_dir=tmp_path, spec=spec, resume=True)
     torch.testing.assert_close(_flat(resumed), _flat(one), atol=1e-5, rtol=0)
-    with pytest.raises(TinyfmError, match="written without train.ema_decay"):
-        run(1, 0.0, run_dir=tmp_path / "plain", spec=spec)
-        run(3, 0.99, run_dir=tmp_path / "plain", spec=spec, resume=True)
+    run(1, 0.0, run_dir=tmp_path / "plain", spec=spec)
+    for ckpt, decay in ((tmp_path / "plain", 0.99), (tmp_path, 0.0), (tmp_path, 0.9)):  # on, off, another decay
+        with pytest.raises(TinyfmError, match=r"was written with train.ema_decay=.*, this run has"):
+            run(3, decay, run_dir=ckpt, spec=spec, resume=True)
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1, float("nan")])

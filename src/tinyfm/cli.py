@@ -52,8 +52,12 @@ def _config(recipe: str, quick: bool, **flags: Any):
              "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "device": "train.device",
              "amp": "train.amp", "seed": "train.seed", "augment": "data.augment",
              "channels_last": "train.channels_last", "compile": "train.compile", "grad_accum": "train.grad_accum"}
-    overrides = quick_overrides(load_recipe(recipe).task) if quick else {}
-    overrides.update(parse_set(flags.get("settings")))  # --set first: the named flags are the more specific
+    base = load_recipe(recipe)
+    overrides = quick_overrides(base.task) if quick else {}
+    settings = parse_set(flags.get("settings"))
+    if flags.get("model") not in (None, base.model.name) or settings.get("model.name") not in (None, base.model.name):
+        overrides["model.kwargs"] = {}  # the recipe's kwargs are its own model's (MiniLM's pooling); --set adds new
+    overrides.update(settings)  # --set first: the named flags are the more specific
     overrides.update({names[k]: v for k, v in flags.items() if k in names and v is not None})
     if flags.get("threads") is not None:
         overrides.update({"train.threads": flags["threads"], "measure.threads": flags["threads"]})
@@ -142,7 +146,8 @@ def predict(run_dir: RunDir, inputs: Annotated[list[Path] | None, typer.Argument
         raise TinyfmError(f"--top-k: got {top_k}, expected an integer >= 1")
     if text or texts_file:
         for t, preds in predict_texts(run_dir, list(text or []), texts_file, top_k=top_k, onnx=onnx):
-            typer.echo(f"{t}: " + ", ".join(f"{name} {p:.1%}" for name, p in preds))
+            shown = t if len(t) <= 80 else f"{t[:77]}..."  # the text is echoed to say which line is which
+            typer.echo(f"{shown}: " + ", ".join(f"{name} {p:.1%}" for name, p in preds))
         return
     if not inputs:
         raise TinyfmError("predict: give image files, or --text / --texts-file for a text run")

@@ -127,7 +127,9 @@ class TrainConfig:
     (word dropout, Iyyer et al. 2015); 0 = off. Validation and test texts are never changed."""
     ema_decay: float = 0.0
     """Keep an exponential moving average of the weights (decay per optimizer step, e.g. 0.995 averages over the
-    last ~200 steps) and validate, keep and save the average instead of the raw weights; 0 = off."""
+    last ~200 steps) and validate, keep and save the average instead of the raw weights; 0 = off. The average
+    starts at the weights after the first step: a decay whose horizon (1 / (1 - decay) steps) is longer than the
+    run keeps mostly those."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
     clip_grad: float | None = None
@@ -338,17 +340,21 @@ def _read_recipe(recipe: str | Path) -> dict[str, Any]:
     return d
 
 
-def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(d: dict[str, Any], key: str, value: Any, flag: str = "--set") -> None:
+    """d[a][b][c] = value for key "a.b.c", creating the sections on the way (a section that is a value: error)."""
     *parents, leaf = key.split(".")
     for i, p in enumerate(parents):
         d = d.setdefault(p, {})
         if not isinstance(d, dict):
-            raise ConfigError(f"--set {key}: {'.'.join(parents[:i + 1])} is a value, not a section")
+            raise ConfigError(f"{flag} {key}: {'.'.join(parents[:i + 1])} is a value, not a section")
     d[leaf] = value
 
 
-def parse_set(items: list[str] | None) -> dict[str, Any]:
+def parse_set(items: list[str] | None, flag: str = "--set", example: str = "train.epochs=3") -> dict[str, Any]:
     """``["train.epochs=3", "compress.variants=[]"]`` -> dotted overrides; values are read as YAML.
+
+    `flag` and `example` name the option in errors (``--passes`` reads its pass settings with this too); a key
+    given twice is an error, not a silent override.
 
     Example:
         >>> parse_set(["train.lr=1e-3", "train.channels_last=true"])
@@ -359,13 +365,16 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=3")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE with a dotted key, e.g. {example}")
+        if key in out:
+            raise ConfigError(f"{flag}: {key} is given twice ({key}={out[key]!r} and {item!r}); give it once")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e.problem})") from None
-        out[key.strip()] = _number_or_str(value)
+            raise ConfigError(f"{flag} {item!r}: the value is not valid YAML ({e.problem})") from None
+        out[key] = _number_or_str(value)
     return out
 
 
@@ -386,7 +395,7 @@ def load_recipe(recipe: str | Path | None = "fashion-mnist", overrides: dict[str
     d = _read_recipe(recipe) if recipe else {}
     for key, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(d, key, value)
+            set_dotted(d, key, value)
     try:
         return RunConfig.from_dict(d)
     except TypeError as e:  # a wrong value type for a field (e.g. a list where a number belongs)

@@ -83,8 +83,12 @@ def train_stage(cfg: RunConfig, run_dir: Path | None, data, progress: bool = Tru
                 resume: bool = False) -> tuple[nn.Module, Any]:
     """Build the registry model, train it (weights and metrics.jsonl land in run_dir) and return it with the result."""
     from tinyfm.models import create_model
+    from tinyfm.models.registry import model_tokenizer
     from tinyfm.train import fit
 
+    if getattr(data, "tokenizer", None) is None and model_tokenizer(cfg.model.name) is not None:
+        raise ConfigError(f"--model {cfg.model.name}: a text model, and recipe {cfg.name}'s data "
+                          f"({cfg.data.dataset}) are images (image models: `tinyfm models`; text: --recipe reviews)")
     kwargs = {"num_classes": data.num_classes, **data.model_kwargs(), **cfg.model.kwargs}
     if run_dir is not None and getattr(data, "tokenizer", None) is not None:  # text: the ids mean nothing without it
         data.tokenizer.save(run_dir)
@@ -417,7 +421,8 @@ def predict_texts(run_dir: str | Path, texts: list[str], texts_file: str | Path 
     run_dir = Path(run_dir)
     texts = list(texts)
     if texts_file is not None:
-        texts += [line for line in read_text(texts_file).splitlines() if line.strip()]
+        lines = read_text(texts_file, hint="save it as UTF-8").splitlines()
+        texts += [line for line in lines if line.strip()]
     texts = [check_text(t, f"text {i + 1}") for i, t in enumerate(texts)]
     ids = load_tokenizer(run_dir).encode(texts)  # (N, max_length) int64
     names = read_json(run_dir / "results.json").get("class_names") or []

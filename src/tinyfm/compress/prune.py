@@ -272,6 +272,13 @@ def _structured_transform(before: dict[str, tuple[int, int, int]], after: dict[s
             "groups": {n: after[n][2] for n in changed if after[n][2] > 1}}
 
 
+def _check_structured(model: nn.Module) -> None:
+    recurrent = [n for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+    if recurrent:  # Torch-Pruning cannot trace channel dependencies through a GRU/LSTM's packed gate weights
+        raise ConfigError(f"prune (structured): {type(model).__name__} has recurrent layers ({', '.join(recurrent)}), "
+                          "which structured pruning does not support; use prune:method=unstructured or lowrank")
+
+
 def _apply_structured(model: nn.Module, cfg: Config, ctx: PassContext) -> PassResult:
     pruned, shapes0 = clone(model), _shapes(model)
     ratio = _channel_ratio(pruned, cfg, ctx)
@@ -424,6 +431,8 @@ def apply(model: nn.Module, config: Config, ctx: PassContext) -> PassResult:
         res = apply(model, Config(method="unstructured", sparsity=0.8), ctx)
         res.changes["sparsity"]["overall"], res.changes["compressibility"]["gzip_ratio"]
     """
+    if config.method == "structured":
+        _check_structured(model)
     before = size_record(clone(model), ctx)
     res = (_apply_structured if config.method == "structured" else _apply_unstructured)(model, config, ctx)
     res.before, res.after = before, size_record(res.model, ctx)

@@ -61,21 +61,19 @@ def parse_passes(text: str) -> list[dict[str, Any]]:
 
 
 def _parse_pass(text: str) -> dict[str, Any]:
-    from tinyfm.config import parse_set
+    from tinyfm.config import parse_set, set_dotted
 
     name, *settings = text.split(":")
+    if not name.strip():
+        raise ConfigError(f"--passes {text!r}: the pass name is empty (expected e.g. quantize or prune:ratio=0.3)")
     for item in settings:
         if "=" not in item:
             raise ConfigError(f"--passes {text!r}: expected {name}:KEY=VALUE settings, got {item!r}")
     out: dict[str, Any] = {"pass": name.strip()}
-    for key, value in parse_set(settings).items():  # a dotted key nests: train.batch_size=64 -> train: {batch_size}
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--passes {text!r}: {part} is set both as a value and as {key}")
-        node[leaf] = value
+    for key, value in parse_set(settings, flag=f"--passes {name.strip()}", example="epochs=3").items():
+        if key.split(".")[0] == "pass":
+            raise ConfigError(f"--passes {text!r}: 'pass' is the name before the first colon, not a setting")
+        set_dotted(out, key, value, flag=f"--passes {name.strip()}")  # train.batch_size=64 -> train: {batch_size}
     return out
 
 

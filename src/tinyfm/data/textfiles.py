@@ -40,16 +40,20 @@ TEST_FRACTION = 0.2
 _TEST_SEED = 0
 
 
-def decode_utf8(data: bytes, where: str | Path, errors: str = "strict") -> str:
-    """`data` decoded as UTF-8 (a leading BOM dropped); a bad byte is a DataError naming `where` and its offset."""
+REPLACE_HINT = "fix the file or pass --set data.encoding_errors=replace to replace bad bytes"
+
+
+def decode_utf8(data: bytes, where: str | Path, errors: str = "strict", hint: str = REPLACE_HINT) -> str:
+    """`data` decoded as UTF-8 (a leading BOM dropped); a bad byte is a DataError naming `where`, its offset and
+    `hint` (what the user can do about it)."""
     try:
         return data.decode("utf-8-sig", errors=errors)
     except UnicodeDecodeError as e:
-        raise DataError(f"{where}: not valid UTF-8 at byte offset {e.start} (byte 0x{data[e.start]:02x}); fix the "
-                        "file or pass --set data.encoding_errors=replace to replace bad bytes") from None
+        raise DataError(f"{where}: not valid UTF-8 at byte offset {e.start} (byte 0x{data[e.start]:02x}); "
+                        f"{hint}") from None
 
 
-def read_text(path: str | Path, errors: str = "strict") -> str:
+def read_text(path: str | Path, errors: str = "strict", hint: str = REPLACE_HINT) -> str:
     """The whole file as text (UTF-8; .bz2 files are decompressed first, offsets then count decompressed bytes)."""
     path = Path(path)
     if not path.is_file():
@@ -60,7 +64,7 @@ def read_text(path: str | Path, errors: str = "strict") -> str:
             data = bz2.decompress(data)
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: not a readable bz2 file ({e})") from None
-    return decode_utf8(data, path if path.suffix != ".bz2" else f"{path} (decompressed)", errors)
+    return decode_utf8(data, path if path.suffix != ".bz2" else f"{path} (decompressed)", errors, hint)
 
 
 def check_text(text: Any, where: str) -> str:

@@ -60,7 +60,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise ConfigError(f"--model: unknown model {name!r} ({hint})")
     try:
         return _REGISTRY[name](**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # an unknown argument, or a value the layers refuse (hidden=0, dropout=2)
         raise ConfigError(f"--model {name}: bad constructor arguments {kwargs} ({e})") from None
 
 

@@ -239,7 +239,7 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
     start_epoch, best_acc, best_epoch, best_state = 1, -1.0, 0, None
     if resume:
         start_epoch, best_acc, best_epoch, best_state = _load_checkpoint(run_dir, model, optimizer, scheduler, scaler,
-                                                                         ema)
+                                                                         ema, cfg.ema_decay)
         if write:  # drop log lines of epochs after the checkpoint: they are about to be redone
             old = read_jsonl(metrics_path) if metrics_path.exists() else []
             kept = [r for r in old if r.get("epoch", 0) < start_epoch]
@@ -313,7 +313,7 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
             if write:
                 append_jsonl(metrics_path, record)
                 _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, best_state,
-                                 ema)
+                                 ema, cfg.ema_decay)
     if best_state is not None:
         model.load_state_dict(best_state)
     elif ema is not None:  # no epoch ran: the average is the model itself
@@ -348,27 +348,29 @@ def _epoch_info(r: dict[str, Any]) -> str:
 
 
 def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, epoch, best_acc, best_epoch, best_state,
-                     ema=None):
+                     ema=None, ema_decay: float = 0.0):
     state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
              "epoch": epoch, "best_acc": best_acc, "best_epoch": best_epoch, "best_state": best_state,
-             "ema": ema.state_dict() if ema is not None else None}
+             "ema": ema.state_dict() if ema is not None else None, "ema_decay": ema_decay}
     with atomic_path(run_dir / "last.ckpt") as tmp:
         torch.save(state, tmp)
 
 
-def _load_checkpoint(run_dir: Path | None, model, optimizer, scheduler, scaler, ema=None):
+def _load_checkpoint(run_dir: Path | None, model, optimizer, scheduler, scaler, ema=None, ema_decay: float = 0.0):
     path = (run_dir or Path(".")) / "last.ckpt"
     if not path.is_file():
         raise TinyfmError(f"--resume: {path} not found (nothing to resume; train without --resume)")
     state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+    saved = state.get("ema_decay", 0.0)
+    if saved != ema_decay:  # best_acc would compare averaged with raw weights, or averages of another horizon
+        raise TinyfmError(f"--resume: {path} was written with train.ema_decay={saved}, this run has {ema_decay}; "
+                          "resume with the setting it was written with")
     unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     if ema is not None:
-        if not state.get("ema"):
-            raise TinyfmError(f"--resume: {path} was written without train.ema_decay; resume with the same settings")
         ema.load_state_dict(state["ema"])
     return state["epoch"] + 1, state["best_acc"], state["best_epoch"], state["best_state"]
