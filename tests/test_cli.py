@@ -78,6 +78,8 @@ def test_bad_flag_value_names_the_flag(tmp_path):
     assert_clean_error(tinyfm("train", "--grad-accum", "0", "--out", str(tmp_path / "r")), "--grad-accum")
     assert_clean_error(tinyfm("train", "--set", "train.epochs=1.5", "--out", str(tmp_path / "r")),
                        "train.epochs: got 1.5, expected an integer")
+    assert_clean_error(tinyfm("train", "--resume", str(tmp_path), "--epochs", "3", "--set", "train.lr=0.1"),
+                       "--epochs, --set cannot change them")  # --resume continues with the run's own settings
     assert_clean_error(tinyfm("compress", str(tmp_path), "--max-drop", "-1"), "--max-drop")  # before any work
     assert_clean_error(tinyfm("compress", str(tmp_path), "--max-drop", "nan"), "--max-drop")
     assert not (tmp_path / "r").exists()

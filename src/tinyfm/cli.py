@@ -102,8 +102,17 @@ def train(recipe: Recipe = "fashion-mnist", out: Out = None, quick: Quick = Fals
         raise typer.Exit(launch_torchrun(nproc, sys.argv[2:]))
 
     if resume is not None:
+        from tinyfm.errors import ConfigError
         from tinyfm.pipeline import load_run_config, with_data_dir
 
+        given = {"--out": out, "--quick": quick or None, "--download": download, "--model": model, "--epochs": epochs,
+                 "--batch-size": batch_size, "--lr": lr, "--device": device, "--amp": amp, "--seed": seed,
+                 "--threads": threads, "--augment": augment, "--channels-last": channels_last, "--compile": compile,
+                 "--grad-accum": grad_accum, "--set": settings or None}
+        changed = [flag for flag, value in given.items() if value is not None]
+        if changed:  # the checkpoint's optimizer, schedule and epochs belong to the run's own settings
+            raise ConfigError(f"--resume {resume}: continues with the settings in its config.json; "
+                              f"{', '.join(changed)} cannot change them (drop them, or start a new run)")
         cfg = with_data_dir(load_run_config(resume), data_dir)
         run_dir = train_only(cfg, resume, quiet=quiet, resume=True)
     else:
