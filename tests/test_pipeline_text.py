@@ -111,3 +111,19 @@ def test_predict_texts_with_torch_and_onnx(text_run, tmp_path) -> None:
     bad = tinyfm("predict", str(text_run), "--texts-file", str(tmp_path / "latin1.txt"))
     assert bad.returncode == 2 and "byte offset 3" in bad.stderr and "save it as UTF-8" in bad.stderr
     assert "--set" not in bad.stderr  # predict has no --set: the hint names what the user can do
+
+
+def test_predict_refuses_a_text_with_no_token_left(tmp_path) -> None:
+    from tinyfm.data.text import WordTokenizer
+    from tinyfm.errors import DataError
+    from tinyfm.io import write_json
+    from tinyfm.models import create_model, save_model
+    from tinyfm.pipeline import predict_texts
+
+    WordTokenizer.fit(["a fine film", "a dull film"], vocab_size=50, max_length=8).save(tmp_path)
+    save_model(create_model("tiny-seed-text", vocab_size=50), tmp_path, {"name": "tiny-seed-text",
+                                                                        "kwargs": {"vocab_size": 50}})
+    write_json(tmp_path / "results.json", {"class_names": ["rotten", "fresh"]})
+    assert len(predict_texts(tmp_path, ["a fine film", "unheard-of words"])) == 2  # OOV words are still words
+    with pytest.raises(DataError, match="text 2: '!!!' keeps no token"):  # not a guess from padding alone
+        predict_texts(tmp_path, ["a fine film", "!!!"])

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tinyfm.config import RunConfig
-from tinyfm.errors import ConfigError, TinyfmError
+from tinyfm.errors import ConfigError, DataError, TinyfmError
 from tinyfm.io import read_json, write_json
 from tinyfm.rundir import staged_run_dir
 
@@ -425,6 +425,10 @@ def predict_texts(run_dir: str | Path, texts: list[str], texts_file: str | Path 
         texts += [line for line in lines if line.strip()]
     texts = [check_text(t, f"text {i + 1}") for i, t in enumerate(texts)]
     ids = load_tokenizer(run_dir).encode(texts)  # (N, max_length) int64
+    for i in (ids != 0).sum(1).eq(0).nonzero().flatten().tolist():  # 0 = padding in every tokenizer here
+        short = texts[i] if len(texts[i]) <= 40 else f"{texts[i][:37]}..."
+        raise DataError(f"text {i + 1}: {short!r} keeps no token after tokenization (only punctuation or symbols); "
+                        "nothing to classify")
     names = read_json(run_dir / "results.json").get("class_names") or []
     if onnx:
         logits = OrtModel(run_dir / "model.onnx")(ids.numpy())
