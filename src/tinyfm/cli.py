@@ -154,9 +154,11 @@ def predict(run_dir: RunDir, inputs: Annotated[list[Path] | None, typer.Argument
     if top_k < 1:
         raise TinyfmError(f"--top-k: got {top_k}, expected an integer >= 1")
     if text or texts_file:
+        from tinyfm.data.textfiles import shorten
+
         for t, preds in predict_texts(run_dir, list(text or []), texts_file, top_k=top_k, onnx=onnx):
-            shown = t if len(t) <= 80 else f"{t[:77]}..."  # the text is echoed to say which line is which
-            typer.echo(f"{shown}: " + ", ".join(f"{name} {p:.1%}" for name, p in preds))
+            # the text is echoed to say which line is which
+            typer.echo(f"{shorten(t, 80)}: " + ", ".join(f"{name} {p:.1%}" for name, p in preds))
         return
     if not inputs:
         raise TinyfmError("predict: give image files, or --text / --texts-file for a text run")

@@ -413,8 +413,8 @@ def predict_texts(run_dir: str | Path, texts: list[str], texts_file: str | Path 
     Example:
         predict_texts("runs/reviews", ["A triumph.", "Two hours I will not get back."])
     """
-    from tinyfm.data.text import load_tokenizer
-    from tinyfm.data.textfiles import check_text, read_text
+    from tinyfm.data.text import PAD_ID, load_tokenizer
+    from tinyfm.data.textfiles import check_text, read_text, shorten
     from tinyfm.deploy import OrtModel
     from tinyfm.models import load_model
 
@@ -425,10 +425,10 @@ def predict_texts(run_dir: str | Path, texts: list[str], texts_file: str | Path 
         texts += [line for line in lines if line.strip()]
     texts = [check_text(t, f"text {i + 1}") for i, t in enumerate(texts)]
     ids = load_tokenizer(run_dir).encode(texts)  # (N, max_length) int64
-    for i in (ids != 0).sum(1).eq(0).nonzero().flatten().tolist():  # 0 = padding in every tokenizer here
-        short = texts[i] if len(texts[i]) <= 40 else f"{texts[i][:37]}..."
-        raise DataError(f"text {i + 1}: {short!r} keeps no token after tokenization (only punctuation or symbols); "
-                        "nothing to classify")
+    empty = (ids != PAD_ID).sum(1).eq(0).nonzero().flatten().tolist()  # PAD_ID is 0 in every tokenizer here
+    if empty:
+        raise DataError(f"text {empty[0] + 1}: {shorten(texts[empty[0]], 40)!r} keeps no token after tokenization "
+                        "(only punctuation or symbols); nothing to classify")
     names = read_json(run_dir / "results.json").get("class_names") or []
     if onnx:
         logits = OrtModel(run_dir / "model.onnx")(ids.numpy())

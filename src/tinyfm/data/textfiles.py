@@ -67,6 +67,11 @@ def read_text(path: str | Path, errors: str = "strict", hint: str = REPLACE_HINT
     return decode_utf8(data, path if path.suffix != ".bz2" else f"{path} (decompressed)", errors, hint)
 
 
+def shorten(text: str, width: int) -> str:
+    """`text` itself, or its first width - 3 characters and "..." when it is longer (for messages and echoes)."""
+    return text if len(text) <= width else f"{text[:width - 3]}..."
+
+
 def check_text(text: Any, where: str) -> str:
     """`text` itself when it is a real text; else a DataError naming `where` (the file and row)."""
     if not isinstance(text, str):

@@ -316,8 +316,6 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
                                  ema, cfg.ema_decay)
     if best_state is not None:
         model.load_state_dict(best_state)
-    elif ema is not None:  # no epoch ran: the average is the model itself
-        model.load_state_dict(ema.module.state_dict())
     D.barrier(ctx)
     return TrainResult(best_val_accuracy=best_acc if val is not None else float("nan"), best_epoch=best_epoch,
                        seconds=time.perf_counter() - t_start, device=str(device),
