@@ -11,6 +11,14 @@ def test_round_trip_through_json():
     assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
+def test_overrides_are_copied_so_a_nested_key_never_writes_into_the_callers_dict():
+    base = {"model.kwargs": {}}
+    cfg = load_recipe("reviews", {**base, "model.name": "seed-text", "model.kwargs.init": "torch"})
+    assert cfg.model.kwargs == {"init": "torch"}
+    assert base == {"model.kwargs": {}}  # reused for the next run, it still means "no kwargs"
+    assert load_recipe("reviews", {**base, "model.name": "seed-text"}).model.kwargs == {}
+
+
 def test_precedence_defaults_recipe_flags(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("train:\n  epochs: 3\n  lr: 0.01\n")

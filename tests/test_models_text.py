@@ -37,6 +37,24 @@ def test_seed_text_is_the_seeds_model() -> None:
     torch.testing.assert_close(F.cross_entropy(logits, y), F.binary_cross_entropy_with_logits(z[:, 0], y.float()))
 
 
+def test_seed_text_starts_from_keras_initialisers_unless_asked_for_torchs() -> None:
+    torch.manual_seed(0)
+    m = create_model("seed-text")
+    e = m.embedding.weight.detach()
+    assert e.abs().max() <= 0.05 and e.std().item() == pytest.approx(0.1 / 12 ** 0.5, rel=0.02)  # U(-0.05, 0.05)
+    def bound_of(lin: torch.nn.Linear) -> float:
+        return (6 / (lin.in_features + lin.out_features)) ** 0.5
+
+    for lin in (m.hidden[0], m.head.linear):  # Glorot-uniform kernels, zero biases
+        bound = bound_of(lin)
+        assert lin.weight.abs().max().item() <= bound and not lin.bias.any()
+    assert m.hidden[0].weight.abs().max().item() > 0.9 * bound_of(m.hidden[0])  # 256 draws reach the bound
+    t = create_model("seed-text", init="torch")
+    assert t.embedding.weight.std().item() == pytest.approx(1.0, rel=0.02) and t.hidden[0].bias.any()  # N(0, 1), ...
+    with pytest.raises(ConfigError, match="init: got 'he', expected keras or torch"):
+        create_model("seed-text", init="he")
+
+
 def _masked(m, x: torch.Tensor) -> torch.Tensor:
     e, keep = m.embedding(x), (x != 0).float().unsqueeze(-1)
     return (e * keep).sum(1) / keep.sum(1)

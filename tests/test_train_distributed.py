@@ -135,6 +135,15 @@ torch.manual_seed(0)
 nm = NaNOnce()
 fit(nm, Split(x[:128], y[:128]), None, TrainConfig(epochs=1, batch_size=64, threads=1), progress=False)
 res["finite_after_nan"] = all(bool(torch.isfinite(p).all()) for p in nm.parameters())
+# Adversarial training: the clean forward goes through DDP, the adversarial one through the module; one backward of
+# their sum, one all-reduce per weight. The per-text perturbation does not depend on how the batch is split.
+ids, labels = torch.randint(2, 200, (128, 10), generator=g), torch.randint(0, 2, (128,), generator=g)
+torch.manual_seed(0)
+am = create_model("tiny-seed-text", vocab_size=200)
+fit(am, Split(ids, labels), None, TrainConfig(epochs=1, batch_size=64, schedule="none", threads=1,
+    adversarial_eps=0.5), progress=False)
+if ctx.is_main:
+    torch.save(torch.cat([p.detach().flatten() for p in am.parameters()]), out / "adv_params.pt")
 all_res = [None] * ctx.world_size
 dist.all_gather_object(all_res, res)
 if ctx.is_main:
@@ -163,6 +172,11 @@ def test_torchrun_sharding_accumulation_and_nan_skips_agree_across_ranks(tmp_pat
     ref = create_model("tiny-seed-cnn")
     fit(ref, Split(x[:300], y[:300]), None, TrainConfig(epochs=1, batch_size=64, schedule="none", threads=1),
         progress=False)
+    ids, labels = torch.randint(2, 200, (128, 10), generator=g), torch.randint(0, 2, (128,), generator=g)
+    torch.manual_seed(0)
+    adv = create_model("tiny-seed-text", vocab_size=200)
+    fit(adv, Split(ids, labels), None, TrainConfig(epochs=1, batch_size=64, schedule="none", threads=1,
+        adversarial_eps=0.5), progress=False)
     torch.set_num_threads(threads)
     out, _ = proc.communicate(timeout=240)
     if proc.returncode != 0 and "terminate called without an active exception" in out:
@@ -183,6 +197,8 @@ def test_torchrun_sharding_accumulation_and_nan_skips_agree_across_ranks(tmp_pat
     flat = torch.load(tmp_path / "ddp_params.pt", weights_only=True)
     torch.testing.assert_close(flat, torch.cat([p.detach().flatten() for p in ref.parameters()]),
                                rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.load(tmp_path / "adv_params.pt", weights_only=True),
+                               torch.cat([p.detach().flatten() for p in adv.parameters()]), rtol=1e-4, atol=1e-5)
 
 
 def test_strip_nproc_and_torchrun_command():

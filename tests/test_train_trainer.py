@@ -205,3 +205,136 @@ def test_ema_keeps_the_average_of_the_weights_and_resumes_it(fashion_small, tmp_
 def test_ema_decay_outside_0_1_is_refused(value):
     with pytest.raises(ConfigError, match="train.ema_decay: got"):
         TrainConfig(ema_decay=value)
+
+
+def test_adversarial_loss_is_the_clean_loss_plus_the_loss_at_the_worst_nearby_embeddings():
+    from tinyfm.train.tasks import AdversarialTask, ClassificationTask
+
+    torch.manual_seed(0)
+    model = create_model("tiny-seed-text", vocab_size=200).eval()  # no dropout: two forwards see the same net
+    x = torch.randint(2, 200, (6, 9))
+    x[:2, 5:] = 0  # padding
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    eps = 0.7
+    out = AdversarialTask(ClassificationTask(), model, eps)(model, x, y)
+    # By hand: the gradient of the clean loss at each text's embeddings, scaled to norm eps per text.
+    emb = model.embedding(x).detach().requires_grad_(True)
+    pooled = (emb * (x != 0).unsqueeze(-1)).sum(1) / (x != 0).sum(1, keepdim=True)
+    clean = torch.nn.functional.cross_entropy(model.head(model.hidden(pooled)), y)
+    (g,) = torch.autograd.grad(clean, emb)
+    r = eps * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1)  # a text with no gradient stays put
+    pooled_adv = ((emb + r) * (x != 0).unsqueeze(-1)).sum(1) / (x != 0).sum(1, keepdim=True)
+    adv = torch.nn.functional.cross_entropy(model.head(model.hidden(pooled_adv)), y)
+    assert out["loss"].item() == pytest.approx((clean + adv).item(), rel=1e-5)
+    assert adv > clean  # the push is uphill
+    torch.testing.assert_close(out["logits"], model(x))  # the logits reported are the clean ones
+    assert not model.embedding._forward_hooks  # nothing left on the model for export or later runs
+    # Without a gradient (evaluation) it is the plain task.
+    with torch.no_grad():
+        plain = AdversarialTask(ClassificationTask(), model, eps)(model, x, y)["loss"]
+    assert plain.item() == pytest.approx(clean.item(), rel=1e-5)
+
+
+def test_adversarial_training_changes_the_steps_of_text_models_only(fashion_small):
+    from tinyfm.data.dataset import Split
+    from tinyfm.train.tasks import input_embeddings
+
+    g = torch.Generator().manual_seed(0)
+    ids, labels = torch.randint(2, 200, (128, 10), generator=g), torch.randint(0, 2, (128,), generator=g)
+    base = dict(epochs=1, batch_size=64, schedule="none", threads=1)
+
+    def run(name: str, eps: float, **kw) -> torch.Tensor:
+        torch.manual_seed(0)
+        m = create_model(name, vocab_size=200, **kw)
+        fit(m, Split(ids, labels), Split(ids[:32], labels[:32]), TrainConfig(adversarial_eps=eps, **base),
+            progress=False)
+        assert not input_embeddings(m)._forward_hooks
+        return _flat(m)
+
+    for name, kw in (("tiny-seed-text", {}), ("tiny-text-bigru", {}), ("tiny-minilm", {"dropout": 0.0})):
+        assert (run(name, 0.5, **kw) - run(name, 0.0, **kw)).abs().max() > 1e-6, name
+    with pytest.raises(ConfigError, match="train.adversarial_eps: SeedCNN has no word-embedding table"):
+        fit(create_model("tiny-seed-cnn"), fashion_small.train, None, TrainConfig(adversarial_eps=1.0, **base),
+            progress=False)
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf")])
+def test_adversarial_eps_outside_0_inf_is_refused(value):
+    with pytest.raises(ConfigError, match="train.adversarial_eps: got"):
+        TrainConfig(adversarial_eps=value)
+
+
+def test_rdrop_adds_the_symmetric_kl_of_two_dropout_samples_to_the_loss():
+    import torch.nn.functional as F
+
+    from tinyfm.train.tasks import ClassificationTask, RDropTask
+
+    model = create_model("tiny-text-bigru", vocab_size=200, dropout=0.5)
+    x, y = torch.randint(2, 200, (5, 8)), torch.tensor([0, 1, 1, 0, 1])
+    task = RDropTask(ClassificationTask(), alpha=2.0)
+    torch.manual_seed(3)
+    out = task(model, x, y)
+    torch.manual_seed(3)  # the same dropout masks, by hand
+    a, b = model(torch.cat([x, x])).log_softmax(-1).chunk(2)
+    ce = 0.5 * (F.nll_loss(a, y) + F.nll_loss(b, y))
+    kl = 0.5 * ((b.exp() * (b - a)).sum(1).mean() + (a.exp() * (a - b)).sum(1).mean())
+    assert kl > 1e-4  # two dropout samples disagree
+    assert out["loss"].item() == pytest.approx((ce + 2.0 * kl).item(), rel=1e-5)
+    assert out["logits"].shape == (5, 2)
+    model.eval()  # no dropout: the two copies agree and the loss is the task's
+    assert task(model, x, y)["loss"].item() == pytest.approx(ClassificationTask()(model, x, y)["loss"].item())
+
+
+def test_rdrop_is_skipped_with_a_note_for_a_model_without_dropout(capsys):
+    from tinyfm.data.dataset import Split
+    from tinyfm.train.tasks import has_dropout
+
+    ids, labels = torch.randint(2, 200, (64, 10)), torch.randint(0, 2, (64,))
+    base = dict(epochs=1, schedule="none", threads=1)
+
+    def run(rdrop: float, **kw) -> torch.Tensor:
+        torch.manual_seed(0)
+        m = create_model("tiny-seed-text", vocab_size=200, **kw)
+        fit(m, Split(ids, labels), None, TrainConfig(rdrop_alpha=rdrop, **base), progress=False)
+        return _flat(m)
+
+    assert not has_dropout(create_model("tiny-seed-text")) and has_dropout(create_model("tiny-text-bigru"))
+    assert not has_dropout(create_model("tiny-text-bigru", dropout=0.0))  # p = 0 is no dropout
+    capsys.readouterr()
+    torch.testing.assert_close(run(1.0), run(0.0))  # the same steps as without it, at the cost of one
+    assert "train.rdrop_alpha 1 ignored: SeedText has no active dropout layer" in capsys.readouterr().err
+    torch.manual_seed(0)
+    r = fit(create_model("tiny-text-bigru", vocab_size=200), Split(ids, labels), None,
+            TrainConfig(rdrop_alpha=1.0, **base), progress=False)
+    assert math.isfinite(r.history[0]["train_loss"]) and "ignored" not in capsys.readouterr().err
+
+
+def test_a_diverging_loss_names_the_settings_that_add_to_it():
+    from tinyfm.data.dataset import Split
+    from tinyfm.errors import TinyfmError
+
+    ids, labels = torch.randint(2, 200, (64, 10)), torch.randint(0, 2, (64,))
+    with pytest.raises(TinyfmError, match=r"lower --lr or train.adversarial_eps, use --amp"):
+        fit(create_model("seed-text", vocab_size=200), Split(ids, labels), None,
+            TrainConfig(epochs=3, batch_size=8, adversarial_eps=1e300, threads=1), progress=False)
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_rdrop_alpha_outside_0_inf_is_refused(value):
+    with pytest.raises(ConfigError, match="train.rdrop_alpha: got"):
+        TrainConfig(rdrop_alpha=value)
+
+
+def test_wrapped_tasks_still_tell_word_dropout_where_the_students_ids_end():
+    """rdrop/adversarial around a distillation task: the trainer reads `student_width` through the wrappers, so
+    word dropout still spares the teacher's half of each row."""
+    from tinyfm.compress.distill import DistillTask
+    from tinyfm.train.tasks import AdversarialTask, RDropTask
+
+    model = create_model("tiny-seed-text", vocab_size=50)
+    inner = DistillTask(create_model("tiny-seed-text", vocab_size=50), student_width=6)
+    for task in (RDropTask(inner, 1.0), AdversarialTask(inner, model, 0.5),
+                 AdversarialTask(RDropTask(inner, 1.0), model, 0.5)):
+        assert task.student_width == 6
+    with pytest.raises(AttributeError):
+        _ = RDropTask(inner, 1.0).no_such_setting

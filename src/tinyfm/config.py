@@ -11,8 +11,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -130,6 +132,14 @@ class TrainConfig:
     last ~200 steps) and validate, keep and save the average instead of the raw weights; 0 = off. The average
     starts at the weights after the first step: a decay whose horizon (1 / (1 - decay) steps) is longer than the
     run keeps mostly those."""
+    adversarial_eps: float = 0.0
+    """Text models: adversarial training on the word embeddings (Miyato et al. 2017): each step also trains on the
+    batch with every text's embeddings moved by this L2 norm in the direction that raises its loss most; 0 = off.
+    About twice the cost of a step; the logged train_loss is the sum of the two losses."""
+    rdrop_alpha: float = 0.0
+    """R-Drop (Liang et al. 2021): each batch goes through the model twice (two dropout samples) and this weight
+    times the symmetric KL divergence of the two predictions joins the loss (and the logged train_loss); 0 = off.
+    About twice the cost of a step; a model without dropout trains without it (a note says so)."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
     clip_grad: float | None = None
@@ -159,6 +169,11 @@ class TrainConfig:
             raise ConfigError(f"train.layer_lr_decay: got {self.layer_lr_decay!r}, expected a value in (0, 1]")
         if not 0 <= self.ema_decay < 1:  # also rejects NaN
             raise ConfigError(f"train.ema_decay: got {self.ema_decay!r}, expected a value in [0, 1) (0 = off)")
+        if not 0 <= self.adversarial_eps < math.inf:  # also rejects NaN
+            raise ConfigError(f"train.adversarial_eps: got {self.adversarial_eps!r}, expected a finite value >= 0 "
+                              "(0 = off)")
+        if not 0 <= self.rdrop_alpha < math.inf:  # also rejects NaN
+            raise ConfigError(f"train.rdrop_alpha: got {self.rdrop_alpha!r}, expected a finite value >= 0 (0 = off)")
         if not 0 <= self.token_dropout < 1:  # also rejects NaN
             raise ConfigError(f"train.token_dropout: got {self.token_dropout!r}, expected a value in [0, 1)")
         _check_choice("--optimizer", self.optimizer, ("adam", "adamw", "sgd"))
@@ -390,12 +405,13 @@ def _number_or_str(value: Any) -> Any:
 def load_recipe(recipe: str | Path | None = "fashion-mnist", overrides: dict[str, Any] | None = None) -> RunConfig:
     """Resolve a RunConfig: defaults < recipe < overrides (dotted keys, e.g. ``{"train.epochs": 1}``).
 
-    Overrides whose value is None are ignored, so unset CLI flags do not clobber the recipe.
+    Overrides whose value is None are ignored, so unset CLI flags do not clobber the recipe. Values are copied:
+    a later dotted key (``model.kwargs.init``) never writes into a dict the caller passed (``model.kwargs``).
     """
     d = _read_recipe(recipe) if recipe else {}
     for key, value in (overrides or {}).items():
         if value is not None:
-            set_dotted(d, key, value)
+            set_dotted(d, key, copy.deepcopy(value))
     try:
         return RunConfig.from_dict(d)
     except TypeError as e:  # a wrong value type for a field (e.g. a list where a number belongs)

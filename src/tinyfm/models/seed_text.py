@@ -11,6 +11,10 @@ parameters. Two deliberate differences, both switchable:
   cross-entropy on sigmoid(z), with the seed's parameter count, while every other part of tinyfm (argmax, the
   distillation loss, evaluation) sees ordinary class logits. For K > 2 classes the layer is Dense(16, K).
 
+It starts where Keras starts (``init="keras"``, the default): embeddings uniform in (-0.05, 0.05), Dense kernels
+Glorot-uniform, biases zero. PyTorch's own defaults (``init="torch"``: embeddings N(0, 1)) give every word that
+training rarely touches a large random vector, which the average then carries into each text that holds it.
+
 Inputs are int64 ids (B, L) with 0 as padding and 1 as out-of-vocabulary (tinyfm.data.text); an id outside
 [0, vocab_size) is mapped to the OOV id inside the model, so a wrong id can never index past the table.
 
@@ -60,6 +64,16 @@ def trim_padding(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return ids[:, :max(1, int((ids != PAD_ID).sum(1).max()))]
 
 
+def keras_init(model: nn.Module) -> None:
+    """Keras' default initialisers in place: embeddings U(-0.05, 0.05), Dense kernels Glorot-uniform, biases 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            nn.init.uniform_(m.weight, -0.05, 0.05)
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class _Head(nn.Module):
     """The seed's last layer: Dense(in, 1) read as logits (0, z) for two classes, else Dense(in, K)."""
 
@@ -77,16 +91,20 @@ class SeedText(TextModel):
     """The seed's text classifier (see the module docstring); `embed_dim` and `hidden` scale it for tests."""
 
     def __init__(self, num_classes: int = 2, vocab_size: int = 10000, embed_dim: int = 16, hidden: int = 16,
-                 pooling: str = "masked") -> None:
+                 pooling: str = "masked", init: str = "keras") -> None:
         super().__init__()
         if pooling not in ("masked", "mean"):
             raise ValueError(f"pooling: got {pooling!r}, expected masked or mean")
+        if init not in ("keras", "torch"):
+            raise ValueError(f"init: got {init!r}, expected keras or torch")
         self.vocab_size, self.pooling = vocab_size, pooling
         self.ignores_trailing_padding = pooling == "masked"
         # No padding_idx: Keras' Embedding trains the padding row too (it matters only for pooling="mean").
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         self.hidden = nn.Sequential(nn.Linear(embed_dim, hidden), nn.ReLU())
         self.head = _Head(hidden, num_classes)
+        if init == "keras":
+            keras_init(self)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = clean_ids(ids, self.vocab_size)

@@ -29,7 +29,7 @@ from tinyfm.measure.latency import set_threads
 from tinyfm.models.serialize import save_model, unwrap
 from tinyfm.train import distributed as D
 from tinyfm.train.device import amp_dtype, default_threads, select_device
-from tinyfm.train.tasks import ClassificationTask
+from tinyfm.train.tasks import AdversarialTask, ClassificationTask, RDropTask, has_dropout
 
 Task = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 PROGRESS_EVERY = 16  # steps between progress-bar updates
@@ -169,15 +169,25 @@ def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool = Fals
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)  # stderr: stdout holds only results (tables, predictions) for pipes and scripts
+
+
+def _loss_terms(cfg: TrainConfig) -> str:
+    """The settings that add terms to the loss, as a hint of what else to lower when it diverges."""
+    terms = [f"train.{k}" for k in ("adversarial_eps", "rdrop_alpha") if getattr(cfg, k) > 0]
+    return "".join(f" or {t}" for t in terms)
+
+
 def _progress(enabled: bool):
     if not enabled:
         return nullcontext(None)
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    # Progress goes to stderr so stdout holds only results (tables, predictions) for pipes and scripts.
     # Off a terminal the bars are disabled (they would print their last frame): fit logs a plain line per epoch.
-    console = Console(stderr=True)
+    console = _console()
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
                     console=console, disable=not console.is_terminal)
@@ -205,6 +215,13 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
     set_threads(cfg.threads or default_threads(ctx.local_world_size))
     torch.manual_seed(cfg.seed)
     task = task or ClassificationTask(cfg.label_smoothing)
+    if cfg.rdrop_alpha > 0 and has_dropout(model):
+        task = RDropTask(task, cfg.rdrop_alpha)
+    elif cfg.rdrop_alpha > 0 and ctx.is_main:  # e.g. a recipe's setting meant for its own model
+        _console().print(f"note: train.rdrop_alpha {cfg.rdrop_alpha:g} ignored: {type(model).__name__} has no "
+                         "active dropout layer, so R-Drop's two passes would agree", soft_wrap=True)
+    if cfg.adversarial_eps > 0:
+        task = AdversarialTask(task, model, cfg.adversarial_eps)
     dtype = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     model = model.to(device)
@@ -287,7 +304,8 @@ def fit(model: nn.Module, train: Any, val: Any | None, cfg: TrainConfig, run_dir
                 bad_steps = 0 if step_ok else bad_steps + 1
                 if bad_steps >= MAX_BAD_STEPS:
                     raise TinyfmError(f"training stopped at epoch {epoch}: the loss was inf/NaN for {bad_steps} steps "
-                                      "in a row (lower --lr, use --amp bf16 or off, or set --clip-grad)")
+                                      f"in a row (lower --lr{_loss_terms(cfg)}, use --amp bf16 or off, or set "
+                                      "--clip-grad)")
                 scheduler.step()
                 if job is not None and (step % PROGRESS_EVERY == 0 or step == steps_per_epoch):
                     bar.update(job, completed=step)  # every few steps: rich's bookkeeping is not free
