@@ -111,6 +111,17 @@ def test_predict_texts_with_torch_and_onnx(text_run, tmp_path) -> None:
     bad = tinyfm("predict", str(text_run), "--texts-file", str(tmp_path / "latin1.txt"))
     assert bad.returncode == 2 and "byte offset 3" in bad.stderr and "save it as UTF-8" in bad.stderr
     assert "--set" not in bad.stderr  # predict has no --set: the hint names what the user can do
+    (tmp_path / "img.npy").write_bytes(b"")  # an image file given to a text run: one line, not a traceback
+    bad = tinyfm("predict", str(text_run), str(tmp_path / "img.npy"))
+    assert bad.returncode == 2 and "a text run, which reads texts, not image files" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_eval_and_export_of_a_text_run_count_texts(text_run) -> None:
+    ev = tinyfm("eval", str(text_run))
+    assert ev.returncode == 0 and "on 300 texts (torch)" in ev.stdout, ev.stdout + ev.stderr
+    ex = tinyfm("export", str(text_run))
+    assert ex.returncode == 0 and "parity on 100 test texts" in ex.stdout, ex.stdout + ex.stderr
 
 
 def test_predict_refuses_a_text_with_no_token_left(tmp_path) -> None:
@@ -127,3 +138,13 @@ def test_predict_refuses_a_text_with_no_token_left(tmp_path) -> None:
     assert len(predict_texts(tmp_path, ["a fine film", "unheard-of words"])) == 2  # OOV words are still words
     with pytest.raises(DataError, match="text 2: '!!!' keeps no token"):  # not a guess from padding alone
         predict_texts(tmp_path, ["a fine film", "!!!"])
+
+
+def test_predict_texts_on_an_image_run_says_it_is_one(tmp_path) -> None:
+    from tinyfm.errors import TinyfmError
+    from tinyfm.models import create_model, save_model
+    from tinyfm.pipeline import predict_texts
+
+    save_model(create_model("tiny-seed-cnn"), tmp_path, {"name": "tiny-seed-cnn", "kwargs": {}})
+    with pytest.raises(TinyfmError, match="an image run .no tokenizer.json., which reads images"):
+        predict_texts(tmp_path, ["a fine film"])

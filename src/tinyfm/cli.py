@@ -134,7 +134,7 @@ def eval_(run_dir: RunDir, data_dir: DataDir = None, onnx: Annotated[bool, typer
     from tinyfm.pipeline import evaluate_run
 
     res = evaluate_run(run_dir, data_dir=data_dir, onnx=onnx)
-    typer.echo(f"{res['model']}: test accuracy {res['accuracy']:.2%} on {res['n']} images ({res['runtime']})")
+    typer.echo(f"{res['model']}: test accuracy {res['accuracy']:.2%} on {res['n']} {res['unit']} ({res['runtime']})")
 
 
 @app.command()
@@ -168,11 +168,11 @@ def predict(run_dir: RunDir, inputs: Annotated[list[Path] | None, typer.Argument
 
 @app.command()
 def export(run_dir: RunDir, data_dir: DataDir = None) -> None:
-    """(Re-)export model.onnx from a run's weights and check parity against PyTorch on test images."""
+    """(Re-)export model.onnx from a run's weights and check parity against PyTorch on test inputs."""
     from tinyfm.pipeline import export_run
 
     parity = export_run(run_dir, data_dir=data_dir)
-    typer.echo(f"{run_dir / 'model.onnx'}: parity on {parity['n']} test images: max |Δlogit| "
+    typer.echo(f"{run_dir / 'model.onnx'}: parity on {parity['n']} test {parity['unit']}: max |Δlogit| "
                f"{parity['max_abs_diff']:.2e}, argmax agreement {parity['argmax_agreement']:.2%}")
 
 

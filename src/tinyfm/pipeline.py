@@ -342,6 +342,11 @@ def _run_dir_for(out: Path, ctx, resume: bool):
     return staged_run_dir(out)
 
 
+def _is_text_run(run_dir: Path) -> bool:
+    """Whether a run directory holds a text model (its tokenizer is saved beside the weights)."""
+    return (run_dir / "tokenizer.json").is_file()
+
+
 def _load_for_run(run_dir: str | Path, data_dir: str | None):
     cfg = with_data_dir(load_run_config(run_dir), data_dir)
     return cfg, load_stage(cfg, run_dir)
@@ -358,16 +363,18 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, onnx: bool = 
     model = OrtModel(run_dir / "model.onnx", threads=cfg.measure.threads) if onnx else load_model(run_dir)
     x = data.test.x.numpy() if onnx else data.test.x
     score = evaluate(model, x, data.test.y, cfg.train.eval_batch_size, data.num_classes)
-    return {"model": cfg.model.name, "runtime": "onnxruntime" if onnx else "torch", **score}
+    return {"model": cfg.model.name, "runtime": "onnxruntime" if onnx else "torch", **score,
+            "unit": "texts" if cfg.task == "text-classification" else "images"}
 
 
 def export_run(run_dir: str | Path, data_dir: str | None = None) -> dict[str, Any]:
-    """`tinyfm export`: write model.onnx from the run's weights and check parity on test images."""
+    """`tinyfm export`: write model.onnx from the run's weights and check parity on test inputs."""
     from tinyfm.models import load_model
 
     run_dir = Path(run_dir)
     cfg, data = _load_for_run(run_dir, data_dir)
-    return export_stage(load_model(run_dir), cfg, run_dir, data)
+    return {**export_stage(load_model(run_dir), cfg, run_dir, data),
+            "unit": "texts" if cfg.task == "text-classification" else "images"}
 
 
 def predict_files(run_dir: str | Path, paths: list[Path], top_k: int = 3, invert: bool = False,
@@ -380,6 +387,9 @@ def predict_files(run_dir: str | Path, paths: list[Path], top_k: int = 3, invert
     from tinyfm.models import load_model
 
     run_dir = Path(run_dir)
+    if _is_text_run(run_dir):
+        raise TinyfmError(f"{run_dir}: a text run, which reads texts, not image files: give --text \"...\" or "
+                          "--texts-file FILE")
     results = read_json(run_dir / "results.json")
     names = results.get("class_names") or []
     shape = tuple(read_json(run_dir / "model.json").get("input_shape", (1, 28, 28)))
@@ -419,6 +429,9 @@ def predict_texts(run_dir: str | Path, texts: list[str], texts_file: str | Path 
     from tinyfm.models import load_model
 
     run_dir = Path(run_dir)
+    if not _is_text_run(run_dir) and (run_dir / "model.json").is_file():
+        raise TinyfmError(f"{run_dir}: an image run (no tokenizer.json), which reads images: give PNG/JPEG or .npy "
+                          "files instead of --text/--texts-file")
     texts = list(texts)
     if texts_file is not None:
         lines = read_text(texts_file, hint="save it as UTF-8").splitlines()
