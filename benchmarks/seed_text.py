@@ -4,8 +4,8 @@ seed-text (Embedding(10000, 16) -> average -> Dense(16) -> Dense(1)) is trained 
 Tomatoes training split with the settings of the reviews recipe's `seed-text` variant (the seed's unmasked
 average, Keras' initialisers, Adam 3e-3, batch 64, 15 epochs, word dropout 0.5, best validation epoch kept), then
 with one setting changed at a time, each with several training seeds; the test split (2,581 snippets) scores
-every model. A single run moves by about a point from one
-seed to the next (the test split's standard error alone is 0.85 pp), so the claim is the mean over seeds.
+every model. A single run moves by about a point from one seed to the next (the test split's standard error
+alone is 0.85 pp), so the claim is the mean over seeds.
 
     python benchmarks/seed_text.py                 # 6 settings x 3 seeds, about 1.5 minutes on 2 cores
     python benchmarks/seed_text.py --seeds 0 1 2 3 4

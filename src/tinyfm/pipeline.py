@@ -342,6 +342,11 @@ def _run_dir_for(out: Path, ctx, resume: bool):
     return staged_run_dir(out)
 
 
+def _unit(cfg: RunConfig) -> str:
+    """What the run's inputs are called in messages."""
+    return "texts" if cfg.task == "text-classification" else "images"
+
+
 def _is_text_run(run_dir: Path) -> bool:
     """Whether a run directory holds a text model (its tokenizer is saved beside the weights)."""
     return (run_dir / "tokenizer.json").is_file()
@@ -364,7 +369,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, onnx: bool = 
     x = data.test.x.numpy() if onnx else data.test.x
     score = evaluate(model, x, data.test.y, cfg.train.eval_batch_size, data.num_classes)
     return {"model": cfg.model.name, "runtime": "onnxruntime" if onnx else "torch", **score,
-            "unit": "texts" if cfg.task == "text-classification" else "images"}
+            "unit": _unit(cfg)}
 
 
 def export_run(run_dir: str | Path, data_dir: str | None = None) -> dict[str, Any]:
@@ -374,7 +379,7 @@ def export_run(run_dir: str | Path, data_dir: str | None = None) -> dict[str, An
     run_dir = Path(run_dir)
     cfg, data = _load_for_run(run_dir, data_dir)
     return {**export_stage(load_model(run_dir), cfg, run_dir, data),
-            "unit": "texts" if cfg.task == "text-classification" else "images"}
+            "unit": _unit(cfg)}
 
 
 def predict_files(run_dir: str | Path, paths: list[Path], top_k: int = 3, invert: bool = False,

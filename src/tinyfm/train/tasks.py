@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinyfm.errors import ConfigError
+from tinyfm.models.serialize import unwrap
 
 
 class ClassificationTask:
@@ -26,8 +27,7 @@ class ClassificationTask:
 
 def input_embeddings(model: nn.Module) -> nn.Embedding | None:
     """The word-embedding table a text model reads its ids through (None for a model without one)."""
-    model = getattr(model, "module", model)  # a DDP wrapper
-    model = getattr(model, "_orig_mod", model)  # torch.compile's
+    model = unwrap(model)  # DDP / torch.compile wrappers
     if hasattr(model, "encoder") and hasattr(model.encoder, "get_input_embeddings"):  # a transformers encoder
         return model.encoder.get_input_embeddings()
     table = getattr(model, "embedding", None)
