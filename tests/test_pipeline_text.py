@@ -111,6 +111,9 @@ def test_predict_texts_with_torch_and_onnx(text_run, tmp_path) -> None:
     bad = tinyfm("predict", str(text_run), "--texts-file", str(tmp_path / "latin1.txt"))
     assert bad.returncode == 2 and "byte offset 3" in bad.stderr and "save it as UTF-8" in bad.stderr
     assert "--set" not in bad.stderr  # predict has no --set: the hint names what the user can do
+    (tmp_path / "blank.txt").write_text("\n  \n", encoding="utf-8")  # only empty lines: nothing to classify
+    bad = tinyfm("predict", str(text_run), "--texts-file", str(tmp_path / "blank.txt"))
+    assert bad.returncode == 2 and "blank.txt: no text to classify" in bad.stderr and "Traceback" not in bad.stderr
     (tmp_path / "img.npy").write_bytes(b"")  # an image file given to a text run: one line, not a traceback
     bad = tinyfm("predict", str(text_run), str(tmp_path / "img.npy"))
     assert bad.returncode == 2 and "a text run, which reads texts, not image files" in bad.stderr

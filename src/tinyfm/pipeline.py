@@ -441,6 +441,8 @@ def predict_texts(run_dir: str | Path, texts: list[str], texts_file: str | Path 
     if texts_file is not None:
         lines = read_text(texts_file, hint="save it as UTF-8").splitlines()
         texts += [line for line in lines if line.strip()]
+        if not texts:
+            raise DataError(f"{texts_file}: no text to classify (the file has no non-empty line)")
     texts = [check_text(t, f"text {i + 1}") for i, t in enumerate(texts)]
     ids = load_tokenizer(run_dir).encode(texts)  # (N, max_length) int64
     empty = (ids != PAD_ID).sum(1).eq(0).nonzero().flatten().tolist()  # PAD_ID is 0 in every tokenizer here
